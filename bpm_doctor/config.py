@@ -1,0 +1,240 @@
+"""Load and validate the optional TOML configuration.
+
+    role = "operator-host"            # or "remote-target"
+    instance_binaries = ["trading-blueprint"]
+    operator_address = "0x..."        # exported as an info metric for fleet rules
+    max_services = 50                 # instance series per (blueprint, service) before overflow
+
+    [[allow]]
+    unit = "ferry-validator.service"  # or: binary = "name"
+    reason = "HTTP-only validator, SERVICE_ID=0 on purpose"
+
+    [severity]
+    stale-socket = "info"             # override a finding's severity
+
+    [serve]
+    listen = "127.0.0.1:9737"
+    interval_seconds = 30
+
+Every error is collected before giving up, each as `file:line: message`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+from bpm_doctor import catalogue
+from bpm_doctor.errors import ConfigError
+from bpm_doctor.model import Severity
+
+DEFAULT_PATH = "/etc/bpm-doctor/config.toml"
+DEFAULT_LISTEN = "127.0.0.1:9737"
+MIN_INTERVAL_SECONDS = 5.0
+ROLES = ("operator-host", "remote-target")
+_TOP_LEVEL_KEYS = {"role", "instance_binaries", "operator_address", "max_services", "allow", "severity", "serve"}
+_SERVE_KEYS = {"listen", "interval_seconds"}
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """A sanctioned exception: findings about this unit or binary drop to info."""
+
+    reason: str
+    unit: str | None = None
+    binary: str | None = None
+
+
+@dataclass
+class Config:
+    """Validated configuration. `role_explicit` is True when the file set the role."""
+
+    role: str = "operator-host"
+    role_explicit: bool = False
+    instance_binaries: set[str] = field(default_factory=set)
+    operator_address: str | None = None
+    max_services: int = 50
+    allow: list[Allowance] = field(default_factory=list)
+    severity_overrides: dict[str, Severity] = field(default_factory=dict)
+    listen: str = DEFAULT_LISTEN
+    interval_seconds: float = 30.0
+    path: str | None = None
+
+    def allowance_for(self, unit: str | None = None, binary: str | None = None) -> Allowance | None:
+        for allowance in self.allow:
+            if unit is not None and allowance.unit == unit:
+                return allowance
+            if binary is not None and allowance.binary == binary:
+                return allowance
+        return None
+
+
+def load(path: str, required: bool = True) -> Config:
+    """Read and validate a configuration file.
+
+    A missing file gives the defaults unless `required` is set. Raises
+    ConfigError with every problem found.
+    """
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError([f"{path}: configuration file not found"]) from None
+        return Config()
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read configuration: {error.strerror}"]) from error
+    return parse(raw.decode("utf-8", errors="replace"), path)
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    """Validate configuration text. Raises ConfigError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}:{_toml_error_line(error)}: invalid TOML: {_toml_error_message(error)}"]) from None
+
+    errors: list[str] = []
+    config = Config(path=path)
+
+    def fail(key: str, message: str, occurrence: int = 1) -> None:
+        errors.append(f"{path}:{_line_of(text, key, occurrence)}: {message}")
+
+    for key in data:
+        if key not in _TOP_LEVEL_KEYS:
+            fail(key, f"unknown setting {key!r}; known settings are {', '.join(sorted(_TOP_LEVEL_KEYS))}")
+
+    _read_role(data, config, fail)
+    _read_instance_binaries(data, config, fail)
+    _read_operator(data, config, fail)
+    _read_allow(data, config, fail)
+    _read_severity(data, config, fail)
+    _read_serve(data, config, fail)
+
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _read_role(data: dict, config: Config, fail) -> None:
+    if "role" not in data:
+        return
+    if data["role"] not in ROLES:
+        fail("role", f"invalid role {data['role']!r}: expected \"operator-host\" or \"remote-target\"")
+        return
+    config.role = data["role"]
+    config.role_explicit = True
+
+
+def _read_instance_binaries(data: dict, config: Config, fail) -> None:
+    names = data.get("instance_binaries", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) and name and "/" not in name for name in names):
+        fail("instance_binaries", "instance_binaries must be a list of executable basenames (no slashes)")
+        return
+    config.instance_binaries = set(names)
+
+
+def _read_operator(data: dict, config: Config, fail) -> None:
+    if "operator_address" in data:
+        address = data["operator_address"]
+        if not isinstance(address, str) or not _ADDRESS.match(address):
+            fail("operator_address", "operator_address must be a 0x-prefixed 40-digit hex address")
+        else:
+            config.operator_address = address.lower()
+    if "max_services" in data:
+        value = data["max_services"]
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10000:
+            fail("max_services", "max_services must be a whole number from 1 to 10000")
+        else:
+            config.max_services = value
+
+
+def _read_allow(data: dict, config: Config, fail) -> None:
+    entries = data.get("allow", [])
+    if not isinstance(entries, list):
+        fail("allow", "allow must be a list of tables, written [[allow]] or allow = [{ ... }]")
+        return
+    for index, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            fail("allow", f"allow entry {index} must be a table with unit or binary, and reason", index)
+            continue
+        unknown = set(entry) - {"unit", "binary", "reason"}
+        if unknown:
+            fail("allow", f"allow entry {index} has unknown keys {sorted(unknown)}", index)
+        unit, binary, reason = entry.get("unit"), entry.get("binary"), entry.get("reason")
+        if (unit is None) == (binary is None):
+            fail("allow", f"allow entry {index} needs exactly one of unit or binary", index)
+            continue
+        if not isinstance(reason, str) or not reason.strip():
+            fail("allow", f"allow entry {index} needs a non-empty reason", index)
+            continue
+        if not isinstance(unit or binary, str):
+            fail("allow", f"allow entry {index}: unit and binary must be strings", index)
+            continue
+        config.allow.append(Allowance(reason.strip(), unit, binary))
+
+
+def _read_severity(data: dict, config: Config, fail) -> None:
+    overrides = data.get("severity", {})
+    if not isinstance(overrides, dict):
+        fail("severity", "severity must be a table of finding id = \"info\" | \"warning\" | \"critical\"")
+        return
+    for finding_id, value in overrides.items():
+        if finding_id not in catalogue.BY_ID:
+            fail(finding_id, f"unknown finding id {finding_id!r} in [severity]")
+            continue
+        try:
+            config.severity_overrides[finding_id] = Severity.parse(str(value))
+        except ValueError as error:
+            fail(finding_id, str(error))
+
+
+def _read_serve(data: dict, config: Config, fail) -> None:
+    serve = data.get("serve", {})
+    if not isinstance(serve, dict):
+        fail("serve", "serve must be a table")
+        return
+    for key in serve:
+        if key not in _SERVE_KEYS:
+            fail(key, f"unknown setting {key!r} in [serve]; known settings are listen, interval_seconds")
+    if "listen" in serve:
+        listen = serve["listen"]
+        if not isinstance(listen, str) or not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[0-9A-Za-z.-]+):[0-9]{1,5}", listen) \
+                or not 0 < int(listen.rpartition(":")[2]) < 65536:
+            fail("listen", f"invalid listen address {listen!r}: expected HOST:PORT such as 127.0.0.1:9737")
+        else:
+            config.listen = listen
+    if "interval_seconds" in serve:
+        interval = serve["interval_seconds"]
+        if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval < MIN_INTERVAL_SECONDS:
+            fail("interval_seconds", f"interval_seconds must be a number of seconds, at least {MIN_INTERVAL_SECONDS:g}")
+        else:
+            config.interval_seconds = float(interval)
+
+
+def _line_of(text: str, key: str, occurrence: int = 1) -> int:
+    """Return the line where `key` is assigned or its table starts, else 1.
+
+    tomllib reports no positions for valid documents, so a semantic error is
+    placed by searching for the key; the n-th `[[key]]` or `key =` is used.
+    """
+    pattern = re.compile(
+        rf"^\s*(\[\[\s*{re.escape(key)}\s*\]\]|\[\s*{re.escape(key)}\s*\]|\"?{re.escape(key)}\"?\s*=)",
+        re.MULTILINE,
+    )
+    matches = list(pattern.finditer(text))
+    if not matches:
+        return 1
+    match = matches[min(occurrence, len(matches)) - 1]
+    return text.count("\n", 0, match.start()) + 1
+
+
+def _toml_error_line(error: tomllib.TOMLDecodeError) -> int:
+    match = re.search(r"line (\d+)", str(error))
+    return int(match.group(1)) if match else 1
+
+
+def _toml_error_message(error: tomllib.TOMLDecodeError) -> str:
+    return re.sub(r"\s*\(at line \d+, column \d+\)", "", str(error)) or "syntax error"
