@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bpm_doctor import identify
+from bpm_doctor.journal import CRASH_CAUSES
 from bpm_doctor.diagnose.findings import make
 from bpm_doctor.diagnose.view import HostView, cgroup_unit
 from bpm_doctor.model import Finding, Severity
@@ -10,24 +11,6 @@ from bpm_doctor.model import Finding, Severity
 _BAD_LOAD_STATES = ("bad-setting", "not-found", "error")
 _RISKY_KILL_MODES = ("process", "mixed", "none")
 _CRASHLOOP_RESTARTS = 3
-
-# Journal tokens from the manager's and systemd's own messages, mapped to the
-# cause a crash-looping manager unit should name. Tokens, not whole lines,
-# because the formats carry ids, paths and error details.
-_CRASH_CAUSES = [
-    (("unexpected argument", "INVALIDARGUMENT", "Usage: cargo-tangle"),
-     "cargo-tangle rejects its flags (usage error, exit status 2)"),
-    (("Missing BLUEPRINT_ID", "Missing TANGLE_CONTRACT", "Missing STAKING_CONTRACT",
-      "Missing STATUS_REGISTRY_CONTRACT"),
-     "the settings file lacks a required key"),
-    (("Invalid BLUEPRINT_ID",), "the settings file has an invalid BLUEPRINT_ID"),
-    (("AddrInUse", "Auth Proxy Closed Unexpectedly", "Address already in use"),
-     "port 8276 is already in use, most likely by another manager"),
-    (("LOCK: Resource temporarily unavailable", "While lock file"),
-     "the data dir's RocksDB lock is held by another manager"),
-    (("Failed to locate executable", "203/EXEC"), "the ExecStart executable does not exist"),
-]
-
 
 def check_manager_down(view: HostView) -> list[Finding]:
     """Report a host with a blueprint footprint, or an operator role, but no live manager daemon."""
@@ -83,7 +66,7 @@ def check_manager_crashloop(view: HostView) -> list[Finding]:
 def crash_cause(view: HostView, unit: str, exit_status: int | None) -> str | None:
     """Name why a manager unit fails, from its journal tokens or exit status."""
     text = "\n".join(view.snapshot.journals.get(unit, []))
-    for tokens, cause in _CRASH_CAUSES:
+    for tokens, cause in CRASH_CAUSES:
         if any(token in text for token in tokens):
             return cause
     if exit_status == 2:
@@ -94,7 +77,7 @@ def crash_cause(view: HostView, unit: str, exit_status: int | None) -> str | Non
 
 
 def _cause_lines(view: HostView, unit: str) -> list[str]:
-    tokens = [token for group, _cause in _CRASH_CAUSES for token in group]
+    tokens = [token for group, _cause in CRASH_CAUSES for token in group]
     return [line for line in view.snapshot.journals.get(unit, []) if any(token in line for token in tokens)][-3:]
 
 

@@ -1,0 +1,146 @@
+"""Command line: `bpm-doctor check`, `snapshot`, `lint`.
+
+Exit codes follow the Nagios plugin convention: 0 OK, 1 WARNING,
+2 CRITICAL, 3 UNKNOWN (bad configuration or input, missing permission to
+read what the verdict depends on, or an internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from bpm_doctor import __version__, config as config_module, log, redact, snapshot as snapshot_module
+from bpm_doctor.errors import ConfigError, DoctorError
+from bpm_doctor.report import UNKNOWN
+
+FORMATS = ("text", "json", "nagios")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bpm-doctor",
+        description="Check that the Tangle Blueprint Manager is the only launcher of blueprint instances.",
+    )
+    parser.add_argument("--version", action="version", version=f"bpm-doctor {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help=f"configuration file (TOML); default {config_module.DEFAULT_PATH} when it exists")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more to stderr: -v for info, -vv for debug")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser("check", help="scan this host (or a snapshot) and report findings")
+    check.add_argument("--snapshot", metavar="FILE", help="diagnose a saved snapshot instead of this host")
+    check.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
+    check.add_argument("--proc", metavar="DIR", default="/proc", help=argparse.SUPPRESS)
+
+    snap = commands.add_parser("snapshot", help="save what a scan of this host sees, secrets removed")
+    snap.add_argument("--output", "-o", metavar="FILE", required=True, help="snapshot file to write")
+    snap.add_argument("--proc", metavar="DIR", default="/proc", help=argparse.SUPPRESS)
+
+    lint = commands.add_parser("lint", help="check deploy files in a repository (units, scripts, settings, docs)")
+    _add_lint_arguments(lint)
+    return parser
+
+
+def _add_lint_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from bpm_doctor.lint import cli as lint_cli
+    except ImportError:  # the lint package is optional while it is being built
+        parser.add_argument("paths", nargs="*")
+        return
+    lint_cli.add_arguments(parser)
+
+
+def load_config(path: str | None) -> config_module.Config:
+    if path is not None:
+        return config_module.load(path, required=True)
+    return config_module.load(config_module.DEFAULT_PATH, required=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log.configure(args.verbose)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return UNKNOWN
+    try:
+        config = load_config(args.config)
+        if args.command == "check":
+            return run_check(args, config)
+        if args.command == "snapshot":
+            return run_snapshot(args, config)
+        if args.command == "lint":
+            from bpm_doctor.lint import cli as lint_cli
+
+            return lint_cli.run(args, config)
+    except ConfigError as error:
+        for line in error.errors:
+            print(f"bpm-doctor: {line}", file=sys.stderr)
+        return UNKNOWN
+    except DoctorError as error:
+        print(f"bpm-doctor: {error}", file=sys.stderr)
+        return UNKNOWN
+    except KeyboardInterrupt:
+        print("bpm-doctor: interrupted", file=sys.stderr)
+        return UNKNOWN
+    except Exception as error:  # noqa: BLE001 - the exit code must stay UNKNOWN, never a traceback and 1
+        message = redact.redact_free_text(str(error))[:300]
+        print(f"bpm-doctor: internal error: {type(error).__name__}: {message}", file=sys.stderr)
+        if args.verbose >= 2 or os.environ.get("BPM_DOCTOR_DEBUG"):
+            raise
+        return UNKNOWN
+    return UNKNOWN
+
+
+def scan(args, config) -> "snapshot_module.Snapshot":
+    from bpm_doctor.collect import collect_host
+
+    return collect_host(config, proc_root=args.proc)
+
+
+def run_check(args, config) -> int:
+    from bpm_doctor.diagnose import diagnose
+    from bpm_doctor.report import json_report, nagios, text, verdict
+
+    if args.snapshot:
+        snapshot = snapshot_module.load(args.snapshot)
+    else:
+        snapshot = scan(args, config)
+    findings, view = diagnose(snapshot, config)
+    result = verdict(findings, snapshot, view)
+    renderer = {"text": text.render, "json": json_report.render, "nagios": nagios.render}[args.format]
+    output = renderer(result)
+    if args.output:
+        write_atomically(args.output, output)
+    else:
+        sys.stdout.write(output)
+    log.get_logger().info("check_finished", status=result.status, findings=len(findings))
+    return result.exit_code
+
+
+def run_snapshot(args, config) -> int:
+    snapshot = scan(args, config)
+    snapshot_module.save(snapshot, args.output, header=f"taken by bpm-doctor {__version__}")
+    print(f"bpm-doctor: wrote snapshot {args.output} ({len(snapshot.processes)} processes, "
+          f"{len(snapshot.units)} units)", file=sys.stderr)
+    return 0
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write a file through a temporary file and rename, so readers never see half of it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,56 @@
+"""Human-readable report: the verdict first, then each finding worst first."""
+
+from __future__ import annotations
+
+from bpm_doctor.model import Finding, Severity
+from bpm_doctor.report import CheckResult
+
+
+def render(result: CheckResult) -> str:
+    lines = [_headline(result)]
+    if result.blind_spots:
+        lines.append("could not read (run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): "
+                     + "; ".join(result.blind_spots))
+    if not result.findings:
+        lines.append(_quiet_reason(result))
+    for finding in result.findings:
+        lines.append("")
+        lines.extend(render_finding(finding))
+    return "\n".join(lines) + "\n"
+
+
+def _headline(result: CheckResult) -> str:
+    view = result.view
+    counts = ", ".join(f"{result.count(s)} {s.label}" for s in (Severity.CRITICAL, Severity.WARNING, Severity.INFO))
+    return (f"bpm-doctor: {result.status} ({counts}); {len(view.managers)} manager daemon(s), "
+            f"{len(view.instances)} instance(s), source: {result.snapshot.source}")
+
+
+def _quiet_reason(result: CheckResult) -> str:
+    view = result.view
+    if not view.managers and not view.instances and not view.units:
+        return ("No Blueprint Manager, instance or blueprint unit was found on this host. "
+                'Set role = "operator-host" in the configuration to require a manager here.')
+    return "The manager daemon is the only launcher of instances; nothing to do."
+
+
+def render_finding(finding: Finding) -> list[str]:
+    where = []
+    for name in ("unit", "pid", "path"):
+        values = finding.field_values(name)
+        if values:
+            where.append(f"{name} {', '.join(map(str, values))}")
+    if finding.line is not None:
+        where.append(f"line {finding.line}")
+    if finding.blueprint_id is not None or finding.service_id is not None:
+        where.append(f"blueprint {finding.blueprint_id} service {finding.service_id}")
+    if finding.launcher:
+        where.append(f"launcher {finding.launcher}")
+    lines = [f"{finding.severity.label.upper()} {finding.id}" + (f" [{'; '.join(where)}]" if where else "")]
+    lines.append(f"  {finding.summary}")
+    for item in finding.evidence:
+        lines.append(f"  - {item}")
+    if finding.allowed_reason:
+        lines.append(f"  allowed by configuration: {finding.allowed_reason}")
+    lines.append(f"  remedy: {finding.remedy}")
+    return lines
