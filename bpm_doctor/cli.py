@@ -35,11 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--snapshot", metavar="FILE", help="diagnose a saved snapshot instead of this host")
     check.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
-    check.add_argument("--proc", metavar="DIR", default="/proc", help=argparse.SUPPRESS)
 
     snap = commands.add_parser("snapshot", help="save what a scan of this host sees, secrets removed")
     snap.add_argument("--output", "-o", metavar="FILE", required=True, help="snapshot file to write")
-    snap.add_argument("--proc", metavar="DIR", default="/proc", help=argparse.SUPPRESS)
 
     lint = commands.add_parser("lint", help="check deploy files in a repository (units, scripts, settings, docs)")
     _add_lint_arguments(lint)
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 def scan(args, config) -> "snapshot_module.Snapshot":
     from bpm_doctor.collect import collect_host
 
-    return collect_host(config, proc_root=args.proc)
+    return collect_host(config)
 
 
 def run_check(args, config) -> int:

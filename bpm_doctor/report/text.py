@@ -28,7 +28,7 @@ def _headline(result: CheckResult) -> str:
 
 def _quiet_reason(result: CheckResult) -> str:
     view = result.view
-    if not view.managers and not view.instances and not view.units:
+    if not view.managers and not view.instances and not any(info.kind for info in view.units.values()):
         return ("No Blueprint Manager, instance or blueprint unit was found on this host. "
                 'Set role = "operator-host" in the configuration to require a manager here.')
     return "The manager daemon is the only launcher of instances; nothing to do."

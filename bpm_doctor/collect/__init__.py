@@ -1,0 +1,108 @@
+"""Collect a host snapshot: processes, units, the manager's files and sockets.
+
+The order matters: processes and units first, because they say where the
+managers are; then the manager's settings, directories and sockets, which
+are found from the managers' argv, working directory and environment the
+same way the manager derives them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import posixpath
+
+from bpm_doctor.collect import paths as path_collector
+from bpm_doctor.collect.processes import collect_processes
+from bpm_doctor.collect.sockets import collect_listeners
+from bpm_doctor.collect.units import UNIT_DIRECTORIES, collect_units
+from bpm_doctor.config import Config
+from bpm_doctor.diagnose.view import build, manager_sites
+from bpm_doctor.model import Snapshot
+
+_CRONTAB_DIRECTORIES = ("/var/spool/cron/crontabs", "/var/spool/cron")
+
+
+def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str, ...] = UNIT_DIRECTORIES) -> Snapshot:
+    """Scan this host and return a snapshot with secret values already removed."""
+    snapshot = Snapshot(arch=platform.machine() or None, source="host")
+    collect_processes(snapshot, proc_root)
+    collect_units(snapshot, config.instance_binaries, unit_roots)
+    _collect_manager_files(snapshot, config)
+    _collect_unit_references(snapshot, config)
+    view = build(snapshot, config)
+    runtime_roots = {site.paths.runtime_root for site in manager_sites(view) if site.paths.runtime_root}
+    owners = list(view.managers) + list(view.instances)
+    collect_listeners(snapshot, owners, runtime_roots, proc_root)
+    _collect_bridge_sockets(snapshot, view)
+    _collect_crontabs(snapshot)
+    return snapshot
+
+
+def _collect_manager_files(snapshot: Snapshot, config: Config) -> None:
+    view = build(snapshot, config)
+    for site in manager_sites(view):
+        if site.paths.settings_file:
+            path_collector.record_path(snapshot, site.paths.settings_file, with_content=True)
+        path_collector.record_path(snapshot, site.paths.keystore)
+        for root in (site.paths.runtime_root, site.paths.cache_root):
+            if root:
+                path_collector.record_service_dirs(snapshot, root)
+        path_collector.record_data_dir(snapshot, site.paths.data_dir)
+    for pid in view.instances:
+        executable = snapshot.processes[pid].exe
+        if executable:
+            parent = posixpath.dirname(posixpath.dirname(executable))
+            path_collector.record_service_dirs(snapshot, parent)
+
+
+def _collect_unit_references(snapshot: Snapshot, config: Config) -> None:
+    """Record each kept unit's ExecStart executable and EnvironmentFile= files."""
+    view = build(snapshot, config)
+    for info in view.units.values():
+        if info.argv and info.argv[0].startswith("/"):
+            path_collector.record_path(snapshot, info.argv[0])
+        if info.effective is None:
+            continue
+        for path, _optional, _entry in info.effective.environment_files:
+            if posixpath.isabs(path) and "%" not in path:
+                path_collector.record_path(snapshot, path, with_content=True)
+    if any(info.kind is not None for info in view.units.values()):
+        # A second pass: environment files can turn a unit into a direct-run unit.
+        for info in build(snapshot, config).units.values():
+            if info.argv and info.argv[0].startswith("/") and posixpath.normpath(info.argv[0]) not in snapshot.paths:
+                path_collector.record_path(snapshot, info.argv[0])
+
+
+def _collect_bridge_sockets(snapshot: Snapshot, view) -> None:
+    for pid in view.instances:
+        process = snapshot.processes[pid]
+        socket_path = process.env.get("BRIDGE_SOCKET_PATH")
+        if not socket_path or socket_path == "<redacted>":
+            continue
+        if not posixpath.isabs(socket_path) and process.cwd:
+            socket_path = posixpath.join(process.cwd, socket_path)
+        if posixpath.isabs(socket_path):
+            path_collector.record_path(snapshot, socket_path)
+
+
+def _collect_crontabs(snapshot: Snapshot) -> None:
+    from bpm_doctor import redact
+
+    for directory in _CRONTAB_DIRECTORIES:
+        try:
+            users = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for user in users:
+            path = posixpath.join(directory, user)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as stream:
+                    lines = stream.read().splitlines()
+            except OSError:
+                continue
+            relevant = [redact.redact_free_text(line) for line in lines
+                        if "SERVICE_ID" in line or "BLUEPRINT_ID" in line or " run" in line]
+            if relevant:
+                snapshot.crontabs[user] = "\n".join(relevant)
+        return
