@@ -168,7 +168,11 @@ def redact_argv(argv: list[str]) -> list[str]:
             continue
         assignment = _ASSIGNMENT.match(word)
         if assignment is not None:
-            redacted.append(redact_assignment(assignment.group("name"), assignment.group("value")))
+            name = assignment.group("name")
+            if name.isupper() or is_secret_name(name):
+                redacted.append(redact_assignment(name, assignment.group("value")))
+            else:
+                redacted.append(f"{name}={redact_token(assignment.group('value'))}")
             continue
         redacted.append(redact_token(word))
     return redacted
@@ -208,16 +212,15 @@ def redact_file_text(path: str, text: str) -> str:
 
 
 def redact_free_text(line: str) -> str:
-    """Redact each word of a free-text line: assignments, URLs and key-like runs."""
+    """Redact a free-text line word by word, keeping its spacing.
 
-    def redact_word(match: re.Match[str]) -> str:
-        word = match.group(0)
-        assignment = _ASSIGNMENT.match(word)
-        if assignment is not None and assignment.group("name").isupper():
-            return redact_assignment(assignment.group("name"), assignment.group("value"))
-        return redact_token(word)
-
-    return _WORD.sub(redact_word, line)
+    The words go through `redact_argv`, so a secret-named flag hides the word
+    after it here too (`--password X` in a crontab line).
+    """
+    parts = re.split(r"(\s+)", line)
+    words = [part for part in parts if part and not part.isspace()]
+    redacted = iter(redact_argv(words))
+    return "".join(part if not part or part.isspace() else next(redacted) for part in parts)
 
 
 def _leading_space(line: str) -> str:

@@ -247,8 +247,14 @@ def _read_active_services(snapshot: Snapshot, argument: str, lines: list[str], p
 
 
 def _read_errors(snapshot: Snapshot, argument: str, lines: list[str], path: str, first_line: int) -> None:
-    for key, value, line in _key_values(lines, path, first_line):
-        snapshot.add_read_error(key, _integer(value, path, line, key))
+    # Reasons contain colons (`permission-denied:environ`), so the count is after the last one.
+    for offset, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        reason, colon, count = line.rpartition(":")
+        if not colon or not reason.strip():
+            raise InputError(f"{path}:{first_line + offset}: expected 'REASON: COUNT', got {line.strip()[:60]!r}")
+        snapshot.add_read_error(reason.strip(), _integer(count.strip(), path, first_line + offset, "count"))
 
 
 _READERS = {

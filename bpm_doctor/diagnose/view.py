@@ -348,7 +348,8 @@ def attribute_launcher(view: HostView, process: Process, ancestors: list[Process
         return "tmux", None
     if unit is not None and unit.endswith(".service") and "/user.slice/" not in "/" + cgroup.lstrip("/"):
         return "systemd-unit", unit
-    if saw_shell or (unit is not None and (unit.startswith(("session-", "run-")) or unit.startswith("user@"))):
+    in_user_session = "/user.slice/" in "/" + cgroup.lstrip("/")
+    if saw_shell or in_user_session or (unit is not None and unit.startswith("run-")):
         return "shell", None
     return "unknown", None
 

@@ -1,0 +1,76 @@
+"""Secret values never survive redaction."""
+
+import pytest
+
+from bpm_doctor import redact
+
+SECRET = "Zq9sEcReTvAlUe"
+
+
+@pytest.mark.parametrize("argv", [
+    ["bin", "--private-key", SECRET],
+    ["bin", f"--password={SECRET}"],
+    ["bin", "--http-rpc-url", f"https://user:{SECRET}@rpc.example.invalid/"],
+    ["bin", "--http-rpc-url", f"https://rpc.example.invalid/v3/{SECRET}"],
+    ["bin", f"https://rpc.example.invalid/?apikey={SECRET}"],
+    ["env", f"OPERATOR_KEY={SECRET}", "bin"],
+    ["bin", "0x" + "ab" * 32],
+])
+def test_redact_argv_hides_secret(argv):
+    redacted = " ".join(redact.redact_argv(argv))
+    assert SECRET not in redacted
+    assert "ab" * 32 not in redacted
+
+
+def test_redact_argv_keeps_paths_and_coordinates():
+    argv = ["/root/.cargo/bin/cargo-tangle", "blueprint", "run", "--data-dir", "/srv/q/bpm-data", "SERVICE_ID=5"]
+    assert redact.redact_argv(argv) == argv
+
+
+def test_filter_environment_keeps_only_coordinates():
+    kept = redact.filter_environment({
+        "BLUEPRINT_ID": "42", "SERVICE_ID": "board-red", "PRIVATE_KEY": SECRET,
+        "TEST_MODE": "true", "TANGLE_CONTRACT": "0x" + "0" * 40, "PATH": "/usr/bin",
+    })
+    assert kept == {"BLUEPRINT_ID": "42", "SERVICE_ID": "<redacted>", "TEST_MODE": "true",
+                    "TANGLE_CONTRACT": "0x" + "0" * 40}
+
+
+def test_kept_name_with_secret_shaped_value_is_redacted():
+    assert redact.keep_environment_value("SERVICE_ID", SECRET) == "<redacted>"
+    assert redact.keep_environment_value("DATA_DIR", f"https://u:{SECRET}@h/x") != f"https://u:{SECRET}@h/x"
+
+
+def test_secret_names():
+    assert redact.is_secret_name("OPERATOR_PRIVATE_KEY")
+    assert redact.is_secret_name("--api-token")
+    assert not redact.is_secret_name("KEYSTORE_URI")
+    assert not redact.is_secret_name("SERVICE_ID")
+
+
+def test_unit_file_redaction_keeps_lines():
+    text = f"[Service]\nEnvironment=SIGNER_KEY={SECRET} SERVICE_ID=3\nExecStart=/bin/x run --token {SECRET}\n"
+    redacted = redact.redact_file_text("/etc/systemd/system/x.service", text)
+    assert SECRET not in redacted
+    assert redacted.count("\n") == text.count("\n")
+    assert "SERVICE_ID=3" in redacted
+
+
+def test_env_file_redaction_keeps_keys_and_comments():
+    text = f"BLUEPRINT_ID=30 # ours\nPRIVATE_KEY=\"{SECRET}\"\nexport TOKEN={SECRET}\n"
+    redacted = redact.redact_file_text("/srv/settings.env", text)
+    assert SECRET not in redacted
+    assert redacted.splitlines()[0] == "BLUEPRINT_ID=30 # ours"
+    assert redacted.splitlines()[2].startswith("export TOKEN=")
+
+
+def test_toml_secret_key_is_redacted():
+    redacted = redact.redact_file_text("/srv/bpm.toml", f'signer_private_key = "{SECRET}"\ntest_mode = true\n')
+    assert SECRET not in redacted
+    assert "test_mode = true" in redacted
+
+
+def test_redaction_is_idempotent():
+    text = f"Environment=A_KEY={SECRET}\nExecStart=/x --http-rpc-url https://u:p@h/k/{SECRET}\n"
+    once = redact.redact_file_text("/x.service", text)
+    assert redact.redact_file_text("/x.service", once) == once
