@@ -296,7 +296,7 @@ def in_manager_cache(path: str, cache_roots: set[str] | None = None) -> bool:
 
 @dataclass(frozen=True)
 class ManagerPaths:
-    """Where a manager daemon keeps its settings, data, keystore, cache and sockets."""
+    """Paths of a manager daemon's settings file, data dir, keystore, cache and runtime dirs."""
 
     settings_file: str | None
     settings_kind: str

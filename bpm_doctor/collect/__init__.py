@@ -1,6 +1,6 @@
 """Collect a host snapshot: processes, units, the manager's files and sockets.
 
-The order matters: processes and units first, because they say where the
+The order matters: processes and units first, because they show where the
 managers are; then the manager's settings, directories and sockets, which
 are found from the managers' argv, working directory and environment the
 same way the manager derives them.

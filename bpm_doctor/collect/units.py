@@ -173,8 +173,11 @@ def _run(command: list[str], snapshot: Snapshot) -> str | None:
 
 def _add_live_state(snapshot: Snapshot) -> None:
     listed = _run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--type=service,timer"], snapshot)
-    names = set(snapshot.units)
     templates = {name for name in snapshot.units if "@." in name}
+    # systemctl 252 rejects a template name ("is neither a valid invocation ID
+    # nor unit name") and then shows nothing for the other names either, so
+    # only the template's instances, found by list-units, are asked about.
+    names = set(snapshot.units) - templates
     for line in (listed or "").splitlines():
         words = line.split()
         if words and unitfile.template_name(words[0]) in templates:
@@ -218,6 +221,7 @@ def _apply_show_block(snapshot: Snapshot, block: str) -> None:
         key, _, value = line.partition("=")
         properties[key] = value
     name = properties.get("Id")
+
     if not name or properties.get("LoadState") == "not-found" and name not in snapshot.units:
         return
     unit = snapshot.units.get(name) or Unit(name=name)
@@ -230,6 +234,7 @@ def _apply_show_block(snapshot: Snapshot, block: str) -> None:
     unit.exec_main_status = _int(properties.get("ExecMainStatus"))
     unit.kill_mode = properties.get("KillMode") or None
     unit.fragment = properties.get("FragmentPath") or unit.fragment
+
     dropins = properties.get("DropInPaths", "").split()
     if dropins:
         unit.dropins = dropins
@@ -238,6 +243,7 @@ def _apply_show_block(snapshot: Snapshot, block: str) -> None:
                 text = _read_text(path, snapshot)
                 if text is not None:
                     snapshot.files[path] = redact.redact_file_text(path, text)
+
     exec_start = properties.get("ExecStart", "")
     match = re.search(r"argv\[\]=(.*?) ;", exec_start)
     if match:

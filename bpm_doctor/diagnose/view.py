@@ -26,7 +26,7 @@ _CONTAINER_CGROUP = re.compile(r"(^|/)(docker-[0-9a-f]+\.scope|libpod-[0-9a-f]+\
 
 @dataclass
 class InstanceInfo:
-    """What is known about one instance process."""
+    """Classification of one instance process: its service, and who launched it."""
 
     pid: int
     blueprint_id: int | None
@@ -315,7 +315,7 @@ def attribute_launcher(view: HostView, process: Process, ancestors: list[Process
     The parent chain comes first: a tmux or screen server, cron, a container
     shim or a manager command. The cgroup comes next, because a process
     started from an existing tmux server lands in that server's cgroup
-    (systemd issue 3675) and a reparented process keeps the cgroup of
+    (systemd/systemd#3675) and a reparented process keeps the cgroup of
     whatever started it.
     """
     saw_shell = False

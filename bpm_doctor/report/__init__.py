@@ -45,7 +45,7 @@ def blind_spots(snapshot: Snapshot) -> list[str]:
 def verdict(findings: list[Finding], snapshot: Snapshot, view: HostView) -> CheckResult:
     """Compute the Nagios exit code: 2 critical, 1 warning, 0 ok, 3 when blind spots could hide a problem.
 
-    A critical finding stands even when the scan was partial. Short of that,
+    A critical finding is reported as CRITICAL even when the scan was partial. Short of that,
     a partial scan is UNKNOWN rather than a possibly false OK or WARNING.
     """
     result = CheckResult(findings, view, snapshot, blind_spots=blind_spots(snapshot))

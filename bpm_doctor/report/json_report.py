@@ -86,7 +86,7 @@ def inventory(result: CheckResult) -> dict:
             "orphan": info.orphan,
             "registration": info.registration,
             "manager_pid": info.manager_pid,
-            "launcher": "manager" if info.managed else (info.launcher or ("orphan" if info.orphan else None)),
+            "launcher": _launcher(info),
             "launcher_unit": info.launcher_unit,
         })
     units = [
@@ -103,6 +103,14 @@ def inventory(result: CheckResult) -> dict:
         for name, info in sorted(view.units.items()) if info.kind is not None
     ]
     return {"manager_daemons": managers, "manager_commands": commands, "instances": instances, "units": units}
+
+
+def _launcher(info) -> str | None:
+    if info.managed:
+        return "manager"
+    if info.orphan:
+        return "orphan"
+    return info.launcher
 
 
 def render(result: CheckResult) -> str:
