@@ -86,16 +86,22 @@ def _read_process(pid: int, proc_root: str, snapshot: Snapshot) -> Process | Non
     if flags & _PF_KTHREAD or pid == 2 or ppid == 2:
         return None
     process = Process(pid=pid, ppid=ppid, pgid=pgid, sid=sid)
-    process.cgroup = read_cgroup(pid, proc_root)
     try:
         handle = psutil.Process(pid)
         with handle.oneshot():
+            process.ppid = handle.ppid()
             process.argv = redact.redact_argv(handle.cmdline())
             process.uid = handle.uids().real
             process.start = _iso(handle.create_time())
             process.exe = _attribute(handle.exe, "exe", process, snapshot) or None
             process.cwd = _attribute(handle.cwd, "cwd", process, snapshot) or None
             environ = _attribute(handle.environ, "environ", process, snapshot)
+        process.cgroup = read_cgroup(pid, proc_root)
+        # A pid freed and reused while it was being read would mix two
+        # processes; psutil compares the creation time to detect that.
+        if not handle.is_running():
+            snapshot.add_read_error("vanished")
+            return None
     except psutil.ZombieProcess:
         return None
     except psutil.NoSuchProcess:
