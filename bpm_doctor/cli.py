@@ -117,7 +117,10 @@ def run_check(args, config) -> int:
         write_atomically(args.output, output)
     else:
         sys.stdout.write(output)
-    log.get_logger().info("check_finished", status=result.status, findings=len(findings))
+    logger = log.get_logger()
+    if result.blind_spots:
+        logger.warning("scan_incomplete", read_errors=dict(snapshot.read_errors))
+    logger.info("check_finished", status=result.status, findings=len(findings), source=snapshot.source)
     return result.exit_code
 
 
