@@ -176,7 +176,7 @@ def _add_live_state(snapshot: Snapshot) -> None:
     templates = {name for name in snapshot.units if "@." in name}
     # systemctl 252 rejects a template name ("is neither a valid invocation ID
     # nor unit name") and then shows nothing for the other names either, so
-    # only the template's instances, found by list-units, are asked about.
+    # only the template's instances, found by list-units, go to show.
     names = set(snapshot.units) - templates
     for line in (listed or "").splitlines():
         words = line.split()
@@ -219,7 +219,9 @@ def _apply_show_block(snapshot: Snapshot, block: str) -> None:
     properties = {}
     for line in block.splitlines():
         key, _, value = line.partition("=")
-        properties[key] = value
+        # systemctl show prints one ExecStart= line per command. Keep the
+        # first, because the diagnosis reads the first command.
+        properties.setdefault(key, value)
     name = properties.get("Id")
 
     if not name or properties.get("LoadState") == "not-found" and name not in snapshot.units:

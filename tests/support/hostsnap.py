@@ -34,7 +34,11 @@ def case_files() -> list[Path]:
     folder = cases_dir()
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix == ".hostsnap" or p.name.endswith(LINT_SUFFIXES))
+    # README.md describes the case format; it is not a case.
+    return sorted(
+        p for p in folder.iterdir()
+        if p.name != "README.md" and (p.suffix == ".hostsnap" or p.name.endswith(LINT_SUFFIXES))
+    )
 
 
 def load(path: str | os.PathLike[str]) -> Snapshot:
