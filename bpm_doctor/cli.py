@@ -1,4 +1,4 @@
-"""Command line: `bpm-doctor check`, `snapshot`, `lint`.
+"""Command line: `bpm-doctor check`, `snapshot`, `lint`, `serve`.
 
 Exit codes follow the Nagios plugin convention: 0 OK, 1 WARNING,
 2 CRITICAL, 3 UNKNOWN (bad configuration or input, missing permission to
@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 
 from bpm_doctor import __version__, config as config_module, log, redact, snapshot as snapshot_module
 from bpm_doctor.errors import ConfigError, DoctorError
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--snapshot", metavar="FILE", help="diagnose a saved snapshot instead of this host")
     check.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
+    from bpm_doctor.report import prometheus
+
+    prometheus.add_check_arguments(check)
+
+    from bpm_doctor import serve
+
+    serve.add_arguments(commands.add_parser("serve", help="scan on an interval and serve /metrics and /healthz"))
 
     snap = commands.add_parser("snapshot", help="save what a scan of this host sees, secrets removed")
     snap.add_argument("--output", "-o", metavar="FILE", required=True, help="snapshot file to write")
@@ -72,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(args, config)
         if args.command == "snapshot":
             return run_snapshot(args, config)
+        if args.command == "serve":
+            from bpm_doctor import serve
+
+            return serve.run(args, config)
         if args.command == "lint":
             from bpm_doctor.lint import cli as lint_cli
 
@@ -105,12 +117,17 @@ def run_check(args, config) -> int:
     from bpm_doctor.diagnose import diagnose
     from bpm_doctor.report import json_report, nagios, text, verdict
 
+    started = time.monotonic()
     if args.snapshot:
         snapshot = snapshot_module.load(args.snapshot)
     else:
         snapshot = scan(args, config)
     findings, view = diagnose(snapshot, config)
     result = verdict(findings, snapshot, view)
+    if args.textfile:
+        from bpm_doctor.report import prometheus
+
+        prometheus.write_textfile(args.textfile, result, config, scan_duration_seconds=time.monotonic() - started)
     renderer = {"text": text.render, "json": json_report.render, "nagios": nagios.render}[args.format]
     output = renderer(result)
     if args.output:
