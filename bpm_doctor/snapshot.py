@@ -17,6 +17,9 @@ a line `#=== <type> [argument]`:
     active-services      `source: ...`, then `BLUEPRINT/SERVICE` lines
     read-errors          `REASON: COUNT`, what the collector could not read
 
+Line breaks inside a process's argv words, cwd, exe or cgroup are written
+as `\\n` and `\\r`, so every value stays on its line.
+
 Unknown section types and keys are ignored, so older readers accept newer
 files. Every value passes through `bpm_doctor.redact` on the way in and out,
 so a snapshot never carries a secret even when its input did.
@@ -334,13 +337,23 @@ def _render_unit(unit: Unit) -> list[str]:
     return lines
 
 
+def _one_line(text: str) -> str:
+    """Return text with line breaks written as the two characters `\\n` or `\\r`, so it fits on one line.
+
+    Reading does not undo this: an argv word such as a `bash -c` script
+    comes back with a literal backslash and letter in place of each break.
+    """
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _render_process(process: Process) -> list[str]:
     lines = [f"{SECTION_MARK} proc {process.pid}", f"ppid: {process.ppid}"]
     for key in ("uid", "pgid", "sid", "cgroup", "exe", "cwd", "start"):
         value = getattr(process, key)
         if value is not None:
-            lines.append(f"{key}: {value}")
-    lines.append(f"argv: {shlex.join(redact.redact_argv(process.argv))}")
+            lines.append(f"{key}: {_one_line(str(value))}")
+    argv = [_one_line(word) for word in redact.redact_argv(process.argv)]
+    lines.append(f"argv: {shlex.join(argv)}")
     for name, value in sorted(redact.filter_environment(process.env).items()):
         lines.append(f"env: {name}={value}")
     if process.unreadable:

@@ -6,6 +6,7 @@ import pytest
 
 from bpm_doctor import snapshot
 from bpm_doctor.errors import InputError
+from bpm_doctor.model import Process, Snapshot
 from tests.support import hostsnap
 
 SECRET = "0xREDACTED_FIXTURE_VALUE"
@@ -73,3 +74,12 @@ def test_path_state_distinguishes_unknown_from_missing():
 def test_environment_filtered_on_load():
     parsed = snapshot.parse(f"#=== proc 7\nppid: 1\nargv: x run\nenv: SERVICE_ID=3\nenv: OPERATOR_KEY={SECRET}\n")
     assert parsed.processes[7].env == {"SERVICE_ID": "3"}
+
+
+def test_multiline_argv_stays_on_one_line():
+    """A `bash -c` script with line breaks must not break the line-based format."""
+    host = Snapshot()
+    host.processes[7] = Process(pid=7, ppid=1, argv=["bash", "-c", "set -eu\nexec sleep 1"], cwd="/srv/odd\ndir")
+    parsed = snapshot.parse(snapshot.render(host))
+    assert parsed.processes[7].argv == ["bash", "-c", "set -eu\\nexec sleep 1"]
+    assert parsed.processes[7].cwd == "/srv/odd\\ndir"

@@ -9,6 +9,7 @@ needs the same access as reading their environment.
 from __future__ import annotations
 
 import os
+import posixpath
 
 from bpm_doctor import identify
 from bpm_doctor.model import Listener, Snapshot
@@ -24,14 +25,34 @@ def collect_listeners(snapshot: Snapshot, owner_pids: list[int], runtime_roots: 
     inode_owner = _socket_inodes(owner_pids, proc_root, snapshot)
     listeners: list[Listener] = []
     for inode, path in _unix_listeners(proc_root):
+        owner = inode_owner.get(inode)
+        if not path.startswith("/"):
+            path = _resolve_relative(path, owner, snapshot)
+            if path is None:
+                continue
         if not (identify.bridge_socket_service(path) or any(path.startswith(root + "/") for root in runtime_roots)):
             continue
-        listeners.append(Listener("unix", path, inode_owner.get(inode)))
+        listeners.append(Listener("unix", path, owner))
     for inode, address, port in _tcp_listeners(proc_root):
         owner = inode_owner.get(inode)
         if port == _AUTH_PROXY_PORT or owner is not None:
             listeners.append(Listener("tcp", f"{address}:{port}", owner))
     snapshot.listeners = listeners
+
+
+def _resolve_relative(path: str, owner: int | None, snapshot: Snapshot) -> str | None:
+    """Return a relative socket path made absolute against its owner's working directory.
+
+    The kernel lists the path exactly as given to bind(). The manager binds
+    `./blueprint-manager/run/svc-B-S/svc-B-S.sock` when XDG_RUNTIME_DIR is
+    unset, the usual case for a system service. Returns None when the owner
+    or its working directory is unknown.
+    """
+    process = snapshot.processes.get(owner) if owner is not None else None
+    if process is None or not process.cwd:
+        return None
+    # NOTE: wrong if the owner changed directory after bind().
+    return posixpath.normpath(posixpath.join(process.cwd, path))
 
 
 def _socket_inodes(pids: list[int], proc_root: str, snapshot: Snapshot) -> dict[int, int]:
@@ -64,8 +85,10 @@ def _unix_listeners(proc_root: str) -> list[tuple[int, str]]:
                 fields = line.split(None, 7)
                 if len(fields) < 8:
                     continue
-                if int(fields[3], 16) & _SO_ACCEPTCON and fields[7].startswith("/"):
-                    found.append((int(fields[6]), fields[7].rstrip("\n")))
+                path = fields[7].rstrip("\n")
+                # A leading "@" marks an abstract socket, which has no file.
+                if int(fields[3], 16) & _SO_ACCEPTCON and path and not path.startswith("@"):
+                    found.append((int(fields[6]), path))
     except OSError:
         return []
     return found

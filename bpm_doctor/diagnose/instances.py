@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections import defaultdict
 
 from bpm_doctor import identify
 from bpm_doctor.diagnose.findings import make
 from bpm_doctor.diagnose.view import HostView, InstanceInfo
 from bpm_doctor.model import Finding
+from bpm_doctor.redact import REDACTED
 
 _LAUNCHER_WORDS = {
     "systemd-unit": "its own systemd unit",
@@ -91,7 +93,7 @@ def check_orphans(view: HostView) -> list[Finding]:
         socket_path = process.env.get("BRIDGE_SOCKET_PATH", "")
         evidence = [f"parent pid {process.ppid} is not a live manager daemon",
                     f"BRIDGE_SOCKET_PATH={socket_path}"]
-        absolute = socket_path if socket_path.startswith("/") else None
+        absolute = _absolute_socket_path(socket_path, process.cwd)
         if absolute:
             state = view.snapshot.path_state(absolute)
             owners = view.snapshot.listening_pids(absolute) - {None}
@@ -106,6 +108,19 @@ def check_orphans(view: HostView) -> list[Finding]:
             evidence=evidence,
         ))
     return findings
+
+
+def _absolute_socket_path(socket_path: str, cwd: str | None) -> str | None:
+    """Return BRIDGE_SOCKET_PATH as an absolute path, or None when it cannot be placed.
+
+    The manager passes a relative path (`./blueprint-manager/run/...`) when
+    XDG_RUNTIME_DIR is unset, and its instances share its working directory.
+    """
+    if socket_path.startswith("/"):
+        return socket_path
+    if not socket_path or socket_path == REDACTED or not cwd:
+        return None
+    return posixpath.normpath(posixpath.join(cwd, socket_path))
 
 
 def check_duplicates(view: HostView) -> list[Finding]:
