@@ -20,8 +20,20 @@ from bpm_doctor.report import UNKNOWN
 FORMATS = ("text", "json", "nagios")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors exit 3 (UNKNOWN).
+
+    argparse exits 2 on a usage error, which a Nagios-style monitor reads as
+    CRITICAL; a wrong command line says nothing about the box.
+    """
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(UNKNOWN, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="bpm-doctor",
         description="Check that the Tangle Blueprint Manager is the only launcher of blueprint instances.",
     )

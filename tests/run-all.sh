@@ -15,6 +15,9 @@ APT_PACKAGES=(
   gcc libc6-dev            # compiles the stand-in cargo-tangle and instance binaries
   tmux procps util-linux iproute2 systemd
   prometheus prometheus-alertmanager
+  # builds the .deb and installs it into a booted bookworm container
+  debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling
+  lintian systemd-container debootstrap
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
