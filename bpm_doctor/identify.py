@@ -82,6 +82,12 @@ _MANAGER_COMMANDS = (
 )
 _SUBCOMMAND_ALIASES = {"bp": "blueprint", "r": "run", "pre": "preregister"}
 
+# Environment variables that carry blueprint coordinates; the manager sets
+# them for every instance it spawns.
+COORDINATE_ENVIRONMENT = (
+    "BLUEPRINT_ID", "SERVICE_ID", "PROTOCOL", "TANGLE_CONTRACT", "STAKING_CONTRACT",
+    "STATUS_REGISTRY_CONTRACT", "BRIDGE_SOCKET_PATH",
+)
 # Options of the instance runner (`crates/runner/src/config.rs`) and of
 # blueprint templates that carry blueprint coordinates.
 _COORDINATE_OPTIONS = {
@@ -158,18 +164,27 @@ def manager_command_name(argv: list[str]) -> str:
     return " ".join(_manager_words(argv))
 
 
-def manager_options(executable: str, argv: list[str]) -> tuple[dict[str, str], list[str]]:
+def manager_options(
+    executable: str,
+    argv: list[str],
+    run_options_with_value: set[str] | None = None,
+    run_switches: set[str] | None = None,
+) -> tuple[dict[str, str], list[str]]:
     """Split a manager daemon's argv into known options and unknown words.
 
     Returns a mapping from long option name to value (switches map to "")
     and the list of words the daemon does not accept, in argv order.
+    `run_options_with_value` and `run_switches` replace the built-in
+    `blueprint run` flag set, for example with flags read from the installed
+    cargo-tangle's `--help`; they do not apply to `blueprint-manager`.
     """
     name = posixpath.basename(executable)
     standalone = name == "blueprint-manager"
     if standalone:
         with_value, switches, start = STANDALONE_OPTIONS_WITH_VALUE, STANDALONE_SWITCHES, 1
     else:
-        with_value, switches = BLUEPRINT_RUN_OPTIONS_WITH_VALUE, BLUEPRINT_RUN_SWITCHES
+        with_value = BLUEPRINT_RUN_OPTIONS_WITH_VALUE if run_options_with_value is None else run_options_with_value
+        switches = BLUEPRINT_RUN_SWITCHES if run_switches is None else run_switches
         start = _index_after_run(argv)
     options: dict[str, str] = {}
     unknown: list[str] = []
@@ -259,6 +274,40 @@ def argv_coordinates(argv: list[str]) -> dict[str, str]:
     return found
 
 
+def has_coordinates(argv: list[str], environment: dict[str, str]) -> bool:
+    """Return True when the environment or argv carries blueprint coordinates."""
+    return any(name in environment for name in COORDINATE_ENVIRONMENT) or bool(argv_coordinates(argv))
+
+
+def argv_is_instance(
+    argv: list[str],
+    environment: dict[str, str],
+    instance_binaries: set[str] | frozenset[str] = frozenset(),
+    cache_roots: set[str] | None = None,
+) -> bool:
+    """Apply the instance tests to an argv and the environment it starts with.
+
+    Not a manager, and one of: the subcommand `run` with blueprint
+    coordinates in the environment or argv; numeric `BLUEPRINT_ID` and
+    `SERVICE_ID` in the environment; an executable under a manager cache
+    `svc-B-S/` directory; or an executable basename on the configured list.
+    """
+    if not argv or manager_kind(argv[0], argv, through_cargo=True) is not None:
+        return False
+    executable = argv[0]
+    if has_run_subcommand(argv) and has_coordinates(argv, environment):
+        return True
+    if _numeric(environment.get("BLUEPRINT_ID")) and _numeric(environment.get("SERVICE_ID")):
+        return True
+    if posixpath.isabs(executable) and in_manager_cache(executable, cache_roots):
+        return True
+    return posixpath.basename(executable) in instance_binaries
+
+
+def _numeric(value: str | None) -> bool:
+    return value is not None and value.isdigit()
+
+
 def service_label(text: str) -> tuple[int, int] | None:
     """Return (blueprint, service) from a `svc-B-S` path component, if any."""
     for component in text.split("/"):
@@ -290,7 +339,11 @@ def in_manager_cache(path: str, cache_roots: set[str] | None = None) -> bool:
                 return True
             if cache_roots and root in cache_roots:
                 return True
-        directory = posixpath.dirname(directory)
+        parent = posixpath.dirname(directory)
+        if parent == directory:
+            # POSIX keeps a leading "//" as its own root, whose dirname is itself.
+            break
+        directory = parent
     return False
 
 

@@ -16,8 +16,6 @@ from bpm_doctor import envfile, identify, unitfile
 from bpm_doctor.config import Config
 from bpm_doctor.model import Process, Snapshot, Unit
 
-_COORDINATE_ENV = ("BLUEPRINT_ID", "SERVICE_ID", "PROTOCOL", "TANGLE_CONTRACT", "STAKING_CONTRACT",
-                   "STATUS_REGISTRY_CONTRACT", "BRIDGE_SOCKET_PATH")
 _SHELLS = {"bash", "sh", "dash", "zsh", "fish", "ksh", "tcsh", "csh", "sshd", "login", "su", "sudo", "nohup"}
 _CRON = {"cron", "crond", "anacron"}
 _CONTAINER_PARENTS = ("containerd-shim", "containerd-shim-runc-v2", "docker-containerd-shim", "conmon", "runc")
@@ -109,8 +107,23 @@ def build(snapshot: Snapshot, config: Config) -> HostView:
     return view
 
 
+def is_fork_copy(snapshot: Snapshot, process: Process) -> bool:
+    """Return True for a child with its parent's argv and executable: forked and not (yet) exec'd.
+
+    Between fork() and exec() a child shows its parent's argv and /proc/PID/exe,
+    so a manager that is spawning an instance briefly looks like a second
+    manager, and an instance that forks a helper like a second instance of its
+    service. Such a child is part of its parent, not a launcher of its own.
+    """
+    parent = snapshot.processes.get(process.ppid)
+    return (parent is not None and parent.pid != process.pid and bool(process.argv)
+            and parent.argv == process.argv and parent.exe == process.exe)
+
+
 def _classify_managers(view: HostView) -> None:
     for pid, process in sorted(view.snapshot.processes.items()):
+        if is_fork_copy(view.snapshot, process):
+            continue
         kind = identify.manager_kind(process.exe or (process.argv[0] if process.argv else ""), process.argv)
         if kind == "daemon":
             view.managers.append(pid)
@@ -188,7 +201,9 @@ def _unit_kind(view: HostView, info: UnitInfo) -> str | None:
     main = view.process(info.state.main_pid) if info.state.main_pid else None
     if main is not None and main.pid in view.managers:
         return "manager"
-    if info.argv and _argv_is_instance(view, info.argv, info.environment):
+    if info.argv and identify.argv_is_instance(
+        info.argv, info.environment, view.config.instance_binaries, view.cache_roots
+    ):
         return "direct-run"
     return None
 
@@ -197,34 +212,21 @@ def _numeric(value: str | None) -> bool:
     return value is not None and value.isdigit()
 
 
-def _argv_is_instance(view: HostView, argv: list[str], environment: dict[str, str]) -> bool:
-    """Apply the instance tests to an argv and its environment."""
-    if not argv or identify.manager_kind(argv[0], argv, through_cargo=True) is not None:
-        return False
-    executable = argv[0]
-    has_coordinates = any(name in environment for name in _COORDINATE_ENV) or bool(identify.argv_coordinates(argv))
-    if identify.has_run_subcommand(argv) and has_coordinates:
-        return True
-    if _numeric(environment.get("BLUEPRINT_ID")) and _numeric(environment.get("SERVICE_ID")):
-        return True
-    if posixpath.isabs(executable) and identify.in_manager_cache(executable, view.cache_roots):
-        return True
-    return posixpath.basename(executable) in view.config.instance_binaries
-
-
 def _classify_instances(view: HostView) -> None:
     manager_cgroups = {info.state.name for info in view.units.values() if info.kind == "manager"}
     candidates = [
         process for pid, process in sorted(view.snapshot.processes.items())
         if pid not in view.managers and pid not in view.manager_commands
     ]
+    fork_copies = {process.pid for process in candidates if is_fork_copy(view.snapshot, process)}
     # Strong evidence first, so that the environment-only test below can
     # tell an instance from a helper that inherited an instance's variables.
     for process in candidates:
-        if _has_instance_signature(view, process):
+        if process.pid not in fork_copies and _has_instance_signature(view, process):
             view.instances[process.pid] = _instance_info(view, process)
     for process in candidates:
-        if process.pid not in view.instances and _has_instance_environment(view, process, manager_cgroups):
+        if process.pid not in view.instances and process.pid not in fork_copies \
+                and _has_instance_environment(view, process, manager_cgroups):
             view.instances[process.pid] = _instance_info(view, process)
     for process in candidates:
         if process.pid in view.instances:
@@ -246,8 +248,7 @@ def _has_instance_signature(view: HostView, process: Process) -> bool:
     if not argv:
         return False
     env = process.env
-    has_coordinates = any(name in env for name in _COORDINATE_ENV) or bool(identify.argv_coordinates(argv))
-    if identify.has_run_subcommand(argv) and has_coordinates:
+    if identify.has_run_subcommand(argv) and identify.has_coordinates(argv, env):
         return True
     if posixpath.isabs(argv[0]) and identify.in_manager_cache(argv[0], view.cache_roots):
         return True
