@@ -325,5 +325,5 @@ def test_check_command_rejects_textfile_suffix(tmp_path):
         [sys.executable, "-m", "bpm_doctor", "check", "--textfile", str(tmp_path / "bpm.txt")],
         capture_output=True, text=True, timeout=60,
     )
-    assert completed.returncode == 2
+    assert completed.returncode == 3
     assert "ending in .prom" in completed.stderr
