@@ -7,9 +7,17 @@ the latest scan, so a scrape never starts a scan. Under systemd use
 WATCHDOG=1 from the scan loop at half of `WatchdogSec=`, and STOPPING=1 on
 SIGTERM or SIGINT, after which the process exits 0.
 
+Exec events: unless `--no-exec-events` is given, the daemon also subscribes
+to the kernel's process events (bpm_doctor.daemon.exec_events). It scans
+about 0.2 s after a process execs, at most once a second beyond the
+interval scans, so a hand-run instance shows in /metrics within about a
+second. That needs CAP_NET_ADMIN and the initial user and pid namespaces.
+Without them the daemon logs `exec_events_unavailable` with the reason once
+and finds new processes at the next interval scan only.
+
 Log events (JSON lines on stderr when not on a terminal): `serve_started`,
 `finding_appeared`, `finding_cleared`, `scan_failed`, `scan_recovered`,
-`serve_stopping`.
+`exec_events_unavailable`, `exec_events_failed`, `serve_stopping`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from collections.abc import Callable
 
 from bpm_doctor import __version__, log
 from bpm_doctor.config import MIN_INTERVAL_SECONDS, Config
-from bpm_doctor.daemon import http
+from bpm_doctor.daemon import exec_events, http
 from bpm_doctor.daemon.scanner import Scanner, status_line
 from bpm_doctor.errors import DoctorError
 from bpm_doctor.model import Snapshot
@@ -61,20 +69,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds between scans, at least {MIN_INTERVAL_SECONDS:g} (default: [serve] interval_seconds "
              "from the configuration, else 30)",
     )
+    parser.add_argument(
+        "--no-exec-events", action="store_true",
+        help="do not subscribe to kernel process events (needs CAP_NET_ADMIN); find new processes "
+             "at the interval scans only",
+    )
 
 
 class Daemon:
     """The scan loop plus the HTTP server; `run()` returns when `stop` is set.
 
     `notifier` defaults to a real sd_notify Notifier; `collect` to a host
-    scan. Call `start()` first: it binds the listen address, so an address in
-    use fails before anything is announced to systemd.
+    scan. With `exec_events`, `run()` also scans soon after a process execs
+    (module docstring). Call `start()` first: it binds the listen address, so
+    an address in use fails before anything is announced to systemd.
     """
 
     def __init__(self, config: Config, listen: str, interval_seconds: float,
                  notifier: Notifier | None = None,
                  collect: Callable[[Config], Snapshot] | None = None,
-                 watchdog_seconds: float | None = None):
+                 watchdog_seconds: float | None = None,
+                 exec_events: bool = False):
         self.config = config
         self.listen = listen
         self.interval_seconds = interval_seconds
@@ -85,6 +100,14 @@ class Daemon:
         self.server: http.MetricsServer | None = None
         self._thread: threading.Thread | None = None
         self.stop_reason = "stop requested"
+        self.exec_events = exec_events
+        self.exec_watcher: exec_events.ExecWatcher | None = None
+        # Interval scans run in the main thread and exec-triggered ones in the
+        # watcher thread; the lock keeps them from overlapping.
+        self._scan_lock = threading.Lock()
+        # Set under the scan lock once the loop ends, so that no exec-triggered
+        # scan logs or sends STATUS= after serve_stopping and STOPPING=1.
+        self._stopping = threading.Event()
         self._logger = log.get_logger()
 
     @property
@@ -107,23 +130,58 @@ class Daemon:
 
         Set `stop_reason` (such as "SIGTERM") before setting `stop` to have it logged.
         """
+        unavailable = self._start_exec_events() if self.exec_events else None
         self._logger.info(
             "serve_started", listen=self.address, interval_seconds=self.interval_seconds,
             watchdog_seconds=self.watchdog_seconds, version=__version__, notify=self.notifier.enabled,
+            exec_events=self.exec_watcher is not None,
         )
+        if unavailable is not None:
+            self._logger.info("exec_events_unavailable", reason=unavailable, fallback="interval scans only")
         try:
             self._loop(stop)
+            with self._scan_lock:
+                self._stopping.set()
             self._logger.info("serve_stopping", reason=self.stop_reason)
             self.notifier.stopping(f"stopping ({self.stop_reason})")
         finally:
             self.close()
         return 0
 
+    def _start_exec_events(self) -> str | None:
+        """Subscribe to process events and start the watcher; returns why that failed, or None."""
+        try:
+            sock = exec_events.open_listener()
+        except exec_events.Unavailable as error:
+            return str(error)
+        self.exec_watcher = exec_events.ExecWatcher(
+            sock, self._scan_after_event, watched_pids=self.scanner.watched_pids,
+            on_exec=self.scanner.process_cache.forget,
+        )
+        self.exec_watcher.start()
+        return None
+
+    def _scan(self):
+        """Scan once under the scan lock and send STATUS=; returns the new state."""
+        with self._scan_lock:
+            state = self.scanner.scan()
+            self.notifier.status(status_line(state))
+        return state
+
+    def _scan_after_event(self) -> None:
+        """Scan for the exec watcher, unless the daemon is stopping."""
+        with self._scan_lock:
+            if self._stopping.is_set():
+                return
+            state = self.scanner.scan()
+            self.notifier.status(status_line(state))
+
     def _loop(self, stop: threading.Event) -> None:
         if self.watchdog_seconds:
             self.notifier.watchdog()
-        state = self.scanner.scan()
-        self.notifier.ready(status_line(state))
+        with self._scan_lock:
+            state = self.scanner.scan()
+            self.notifier.ready(status_line(state))
         now = time.monotonic()
         next_scan = now + self.interval_seconds
         next_watchdog = now + self.watchdog_seconds if self.watchdog_seconds else None
@@ -133,8 +191,7 @@ class Daemon:
                 self.notifier.watchdog()
                 next_watchdog = now + self.watchdog_seconds
             if now >= next_scan:
-                state = self.scanner.scan()
-                self.notifier.status(status_line(state))
+                self._scan()
                 # Keep the schedule; after a scan longer than the interval, start the next one a full interval later.
                 next_scan += self.interval_seconds
                 if next_scan <= time.monotonic():
@@ -143,7 +200,10 @@ class Daemon:
             stop.wait(max(0.0, wake - time.monotonic()))
 
     def close(self) -> None:
-        """Stop the HTTP server and close its socket; safe to call twice."""
+        """Stop the exec event thread and the HTTP server, and close their sockets; safe to call twice."""
+        watcher, self.exec_watcher = self.exec_watcher, None
+        if watcher is not None:
+            watcher.stop()
         server, self.server = self.server, None
         if server is not None:
             server.shutdown()
@@ -158,7 +218,8 @@ def run(args, config: Config) -> int:
     log.configure(max(getattr(args, "verbose", 0), 1))
     listen = args.listen or config.listen
     interval = args.interval if args.interval is not None else config.interval_seconds
-    daemon = Daemon(config, listen, interval, watchdog_seconds=watchdog_interval_seconds())
+    daemon = Daemon(config, listen, interval, watchdog_seconds=watchdog_interval_seconds(),
+                    exec_events=not getattr(args, "no_exec_events", False))
     stop = threading.Event()
 
     def request_stop(signum, _frame):

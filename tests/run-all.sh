@@ -15,6 +15,7 @@ APT_PACKAGES=(
   gcc libc6-dev            # compiles the stand-in cargo-tangle and instance binaries
   tmux procps util-linux iproute2 systemd
   prometheus prometheus-alertmanager
+  prometheus-process-exporter prometheus-node-exporter   # comparison rows of bench/scan_bench.py
   # builds the .deb and installs it into a booted bookworm container
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling
   lintian systemd-container debootstrap

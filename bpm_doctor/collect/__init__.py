@@ -13,20 +13,29 @@ import platform
 import posixpath
 
 from bpm_doctor.collect import paths as path_collector
-from bpm_doctor.collect.processes import collect_processes
+from bpm_doctor.collect.processes import ProcessCache, collect_processes
 from bpm_doctor.collect.sockets import collect_listeners
 from bpm_doctor.collect.units import UNIT_DIRECTORIES, collect_units
 from bpm_doctor.config import Config
 from bpm_doctor.diagnose.view import build, manager_sites
 from bpm_doctor.model import Snapshot
+from bpm_doctor.readfile import read_regular_file
 
 _CRONTAB_DIRECTORIES = ("/var/spool/cron/crontabs", "/var/spool/cron")
+# Crontabs are a few lines long; only this much of a larger one is read.
+_MAX_CRONTAB_BYTES = 256 * 1024
 
 
-def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str, ...] = UNIT_DIRECTORIES) -> Snapshot:
-    """Scan this host and return a snapshot with secret values already removed."""
+def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str, ...] = UNIT_DIRECTORIES,
+                 process_cache: ProcessCache | None = None) -> Snapshot:
+    """Scan this host and return a snapshot with secret values already removed.
+
+    Pass the same `process_cache` to repeated scans, as the daemon does, so
+    that known processes are not read in full again. Without one, every
+    process is read in full.
+    """
     snapshot = Snapshot(arch=platform.machine() or None, source="host")
-    collect_processes(snapshot, proc_root)
+    collect_processes(snapshot, proc_root, process_cache)
     collect_units(snapshot, config.instance_binaries, unit_roots)
     _collect_manager_files(snapshot, config)
     _collect_unit_references(snapshot, config)
@@ -41,19 +50,27 @@ def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str
 
 def _collect_manager_files(snapshot: Snapshot, config: Config) -> None:
     view = build(snapshot, config)
+    scanned_roots: set[str] = set()
     for site in manager_sites(view):
         if site.paths.settings_file:
             path_collector.record_path(snapshot, site.paths.settings_file, with_content=True)
-        path_collector.record_path(snapshot, site.paths.keystore)
+        if site.paths.keystore:
+            path_collector.record_path(snapshot, site.paths.keystore)
         for root in (site.paths.runtime_root, site.paths.cache_root):
             if root:
                 path_collector.record_service_dirs(snapshot, root)
-        path_collector.record_data_dir(snapshot, site.paths.data_dir)
+                scanned_roots.add(os.path.realpath(root))
+        if site.paths.data_dir:
+            path_collector.record_data_dir(snapshot, site.paths.data_dir)
     for pid in view.instances:
         executable = snapshot.processes[pid].exe
         if executable:
             parent = posixpath.dirname(posixpath.dirname(executable))
-            path_collector.record_service_dirs(snapshot, parent)
+            # A cache root reached through a symlink is already recorded
+            # under the manager's path. Scanning it again under the resolved
+            # path would report every file in it twice.
+            if os.path.realpath(parent) not in scanned_roots:
+                path_collector.record_service_dirs(snapshot, parent)
 
 
 def _collect_unit_references(snapshot: Snapshot, config: Config) -> None:
@@ -97,10 +114,10 @@ def _collect_crontabs(snapshot: Snapshot) -> None:
         for user in users:
             path = posixpath.join(directory, user)
             try:
-                with open(path, encoding="utf-8", errors="replace") as stream:
-                    lines = stream.read().splitlines()
+                data = read_regular_file(path, _MAX_CRONTAB_BYTES)
             except OSError:
                 continue
+            lines = data.decode("utf-8", errors="replace").splitlines()
             relevant = [redact.redact_free_text(line) for line in lines
                         if "SERVICE_ID" in line or "BLUEPRINT_ID" in line or " run" in line]
             if relevant:

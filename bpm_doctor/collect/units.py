@@ -18,6 +18,7 @@ import subprocess
 from bpm_doctor import identify, redact, unitfile
 from bpm_doctor.journal import is_kept
 from bpm_doctor.model import Snapshot, Unit
+from bpm_doctor.readfile import read_regular_file
 
 # systemd.unit(5): the system unit search path, highest priority first.
 UNIT_DIRECTORIES = (
@@ -45,8 +46,8 @@ def systemd_is_running() -> bool:
 
 def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[str, ...] = UNIT_DIRECTORIES) -> None:
     """Add the units that matter, their files and drop-ins, and live state when available."""
-    fragments = _find_unit_files(roots)
-    enabled = _enabled_units(roots)
+    fragments = _find_unit_files(roots, snapshot)
+    enabled = _enabled_units(roots, snapshot)
     for name, path in sorted(fragments.items()):
         text = _read_text(path, snapshot)
         if text is None:
@@ -55,7 +56,7 @@ def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[
             continue
         snapshot.files[path] = redact.redact_file_text(path, text)
         unit = Unit(name=name, fragment=path)
-        unit.dropins = _dropins(name, roots)
+        unit.dropins = _dropins(name, roots, snapshot)
         for dropin in unit.dropins:
             dropin_text = _read_text(dropin, snapshot)
             if dropin_text is not None:
@@ -67,7 +68,7 @@ def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[
         _add_live_state(snapshot)
 
 
-def _find_unit_files(roots: tuple[str, ...]) -> dict[str, str]:
+def _find_unit_files(roots: tuple[str, ...], snapshot: Snapshot) -> dict[str, str]:
     """Map unit names to their fragment path; the first directory on the search path wins."""
     found: dict[str, str] = {}
     seen_directories: set[str] = set()
@@ -76,10 +77,7 @@ def _find_unit_files(roots: tuple[str, ...]) -> dict[str, str]:
         if real in seen_directories or not os.path.isdir(root):
             continue
         seen_directories.add(real)
-        try:
-            names = os.listdir(root)
-        except OSError:
-            continue
+        names = _list_directory(root, snapshot)
         for name in names:
             path = posixpath.join(root, name)
             if not name.endswith(_UNIT_SUFFIXES) or name in found:
@@ -91,20 +89,13 @@ def _find_unit_files(roots: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-def _enabled_units(roots: tuple[str, ...]) -> set[str]:
+def _enabled_units(roots: tuple[str, ...], snapshot: Snapshot) -> set[str]:
     """Return units enabled through `*.wants/` and `*.requires/` symlinks, as systemctl enable writes them."""
     enabled: set[str] = set()
     for root in roots[:2]:
-        try:
-            entries = os.listdir(root)
-        except OSError:
-            continue
-        for entry in entries:
+        for entry in _list_directory(root, snapshot):
             if entry.endswith((".wants", ".requires")):
-                try:
-                    enabled.update(os.listdir(posixpath.join(root, entry)))
-                except OSError:
-                    continue
+                enabled.update(_list_directory(posixpath.join(root, entry), snapshot))
     return enabled
 
 
@@ -112,26 +103,37 @@ def _offline_state(text: str) -> str:
     return "disabled" if re.search(r"^\s*\[Install\]", text, re.MULTILINE) else "static"
 
 
-def _dropins(name: str, roots: tuple[str, ...]) -> list[str]:
+def _dropins(name: str, roots: tuple[str, ...], snapshot: Snapshot) -> list[str]:
     paths: dict[str, str] = {}
     for directory_name in unitfile.dropin_dir_names(name):
         for root in reversed(roots):
             directory = posixpath.join(root, directory_name)
-            try:
-                entries = sorted(os.listdir(directory))
-            except OSError:
-                continue
-            for entry in entries:
+            for entry in sorted(_list_directory(directory, snapshot)):
                 if entry.endswith(".conf"):
                     # A drop-in of the same name higher on the search path replaces the lower one.
                     paths[entry] = posixpath.join(directory, entry)
     return [paths[entry] for entry in sorted(paths)]
 
 
-def _read_text(path: str, snapshot: Snapshot) -> str | None:
+def _list_directory(directory: str, snapshot: Snapshot) -> list[str]:
+    """Return a directory's names; an unreadable one counts as `permission-denied:unit-file`, a missing one as empty.
+
+    A drop-in directory that cannot be listed may hold a drop-in that
+    replaces ExecStart=, so it makes the scan incomplete instead of empty.
+    """
     try:
-        with open(path, "rb") as stream:
-            data = stream.read(_MAX_UNIT_FILE_BYTES)
+        return os.listdir(directory)
+    except PermissionError:
+        snapshot.add_read_error("permission-denied:unit-file")
+    except OSError:
+        pass
+    return []
+
+
+def _read_text(path: str, snapshot: Snapshot) -> str | None:
+    """Return the first _MAX_UNIT_FILE_BYTES of a unit file or drop-in; a FIFO or device counts as unreadable."""
+    try:
+        data = read_regular_file(path, _MAX_UNIT_FILE_BYTES)
     except PermissionError:
         snapshot.add_read_error("permission-denied:unit-file")
         return None

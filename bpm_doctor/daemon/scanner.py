@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from bpm_doctor import log, redact
+from bpm_doctor.collect.processes import ProcessCache
 from bpm_doctor.config import Config
 from bpm_doctor.daemon import events
 from bpm_doctor.model import Severity, Snapshot
@@ -25,10 +26,10 @@ from bpm_doctor.report.prometheus import ScanState, check_failures
 HEALTHY_INTERVALS = 3
 
 
-def _collect_host(config: Config) -> Snapshot:
+def _collect_host(config: Config, process_cache: ProcessCache) -> Snapshot:
     from bpm_doctor.collect import collect_host
 
-    return collect_host(config)
+    return collect_host(config, process_cache=process_cache)
 
 
 def describe_error(error: BaseException) -> str:
@@ -56,9 +57,11 @@ def status_line(state: ScanState) -> str:
 class Scanner:
     """Run scans and keep the state that /metrics, /healthz and STATUS= report.
 
-    `collect` reads the host (default: `collect_host`); tests pass a function
-    that returns a fixture snapshot. `clock` gives Unix time for the
-    exported timestamps; `monotonic` measures durations and ages.
+    `collect` reads the host. The default is `collect_host` with
+    `process_cache`, which this scanner keeps between scans so that a scan
+    reads only new processes in full. Tests pass a function that returns a
+    fixture snapshot. `clock` gives Unix time for the exported timestamps;
+    `monotonic` measures durations and ages.
     """
 
     def __init__(self, config: Config, interval_seconds: float,
@@ -68,7 +71,8 @@ class Scanner:
         self.config = config
         self.interval_seconds = interval_seconds
         self.state = ScanState()
-        self._collect = collect or _collect_host
+        self.process_cache = ProcessCache()
+        self._collect = collect or (lambda config: _collect_host(config, self.process_cache))
         self._clock = clock
         self._monotonic = monotonic
         self._started = monotonic()
@@ -130,6 +134,13 @@ class Scanner:
             scan_failures_total=self.state.scan_failures_total,
             check_failures_total=self.state.check_failures_total + failures,
         )
+
+    def watched_pids(self) -> set[int]:
+        """Return the pids of the instances and managers in the last result; safe from any thread."""
+        result = self.state.result
+        if result is None:
+            return set()
+        return set(result.view.instances) | set(result.view.managers)
 
     def health(self) -> tuple[int, dict]:
         """Return (HTTP status, body) for /healthz.

@@ -1,0 +1,314 @@
+"""Kernel process events: re-scan soon after a process execs, instead of at the next interval.
+
+The proc connector (netlink family NETLINK_CONNECTOR) multicasts one message
+per fork, exec and exit on the host. `open_listener` subscribes to it.
+`ExecWatcher`, a thread of `bpm-doctor serve`, calls its `trigger` (a scan)
+when a process execs. The scan comes at least `DEBOUNCE_SECONDS` after the
+first exec of a burst, so the shell's fork, exec and the program's own exec
+all land in one scan, and at most once per `MIN_GAP_SECONDS`. A burst whose
+processes have all exited by then is skipped. The exit of a
+process the last scan counted as an instance or manager triggers a scan the
+same way, so its findings clear as fast. The interval scans go on
+regardless, so a lost event only delays a finding until the next one.
+
+Privilege: subscribing needs CAP_NET_ADMIN, and the kernel only serves
+subscribers in the initial user and pid namespaces (cn_proc_mcast_ctl in
+drivers/connector/cn_proc.c). Without that, or on a kernel built without
+CONFIG_PROC_EVENTS, `open_listener` raises `Unavailable` with the reason,
+the daemon logs `exec_events_unavailable` once and only polls.
+
+Message layout, from the Linux UAPI headers:
+- linux/netlink.h: NETLINK_CONNECTOR = 11, struct nlmsghdr (16 bytes:
+  u32 len, u16 type, u16 flags, u32 seq, u32 pid), NLMSG_DONE = 3;
+- linux/connector.h: CN_IDX_PROC = 1, CN_VAL_PROC = 1, struct cn_msg
+  (20 bytes: struct cb_id {u32 idx, u32 val}, u32 seq, u32 ack, u16 len,
+  u16 flags, then `len` bytes of data);
+- linux/cn_proc.h: enum proc_cn_mcast_op (PROC_CN_MCAST_LISTEN = 1,
+  PROC_CN_MCAST_IGNORE = 2), struct proc_event (u32 what, u32 cpu,
+  u64 timestamp_ns, then the event_data union), PROC_EVENT_NONE = 0 (the
+  acknowledgement, event_data.ack.err), PROC_EVENT_EXEC = 0x2 and
+  PROC_EVENT_EXIT = 0x80000000, whose event data both start with
+  (pid_t process_pid, pid_t process_tgid).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from bpm_doctor import log
+
+NETLINK_CONNECTOR = 11
+NLMSG_DONE = 3
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+PROC_CN_MCAST_IGNORE = 2
+PROC_EVENT_NONE = 0x00000000
+PROC_EVENT_EXEC = 0x00000002
+PROC_EVENT_EXIT = 0x80000000
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_CN_MSG = struct.Struct("=IIIIHH")
+_EVENT_HEADER = struct.Struct("=IIQ")
+_EVENT_PIDS = struct.Struct("=ii")
+_ACK_ERROR = struct.Struct("=I")
+_OPERATION = struct.Struct("=I")
+
+DEBOUNCE_SECONDS = 0.2
+MIN_GAP_SECONDS = 1.0
+ACK_TIMEOUT_SECONDS = 1.0
+# Socket receive buffer; a burst of process events larger than this is
+# lost (ENOBUFS), which triggers a scan anyway.
+RECEIVE_BUFFER_BYTES = 4 << 20
+_POLL_SECONDS = 0.5
+
+
+class Unavailable(Exception):
+    """The proc connector cannot be used here; the message gives the reason."""
+
+
+def _operation_message(operation: int, sequence: int) -> bytes:
+    """Build the netlink message that sends PROC_CN_MCAST_LISTEN or _IGNORE to the connector."""
+    payload = _OPERATION.pack(operation)
+    connector = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, sequence, 0, len(payload), 0) + payload
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(connector), NLMSG_DONE, 0, 0, 0) + connector
+
+
+def parse_events(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """Yield (what, pid, tgid, cn_msg ack) for each process event in one datagram.
+
+    For PROC_EVENT_NONE, `pid` is the acknowledgement's error number.
+    Messages of other connectors, and truncated ones, are skipped.
+    """
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length = _NLMSGHDR.unpack_from(data, offset)[0]
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            return
+        body = offset + _NLMSGHDR.size
+        if length >= _NLMSGHDR.size + _CN_MSG.size + _EVENT_HEADER.size:
+            index, value, _sequence, ack, _size, _flags = _CN_MSG.unpack_from(data, body)
+            event = body + _CN_MSG.size
+            if (index, value) == (CN_IDX_PROC, CN_VAL_PROC):
+                what = _EVENT_HEADER.unpack_from(data, event)[0]
+                event_data = event + _EVENT_HEADER.size
+                if what == PROC_EVENT_NONE and offset + length >= event_data + _ACK_ERROR.size:
+                    yield what, _ACK_ERROR.unpack_from(data, event_data)[0], 0, ack
+                elif offset + length >= event_data + _EVENT_PIDS.size:
+                    pid, tgid = _EVENT_PIDS.unpack_from(data, event_data)
+                    yield what, pid, tgid, ack
+        # Netlink messages are aligned to 4 bytes (NLMSG_ALIGN).
+        offset += (length + 3) & ~3
+
+
+def _reason(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0, str(error.errno))
+    hints = {
+        errno.EPERM: "needs CAP_NET_ADMIN",
+        errno.EACCES: "needs CAP_NET_ADMIN",
+        errno.EPROTONOSUPPORT: "kernel without the proc connector (CONFIG_PROC_EVENTS)",
+        errno.EAFNOSUPPORT: "kernel without netlink",
+    }
+    hint = hints.get(error.errno or 0)
+    return f"{name}: {hint}" if hint else f"{name}: {error.strerror or error}"
+
+
+def open_listener(ack_timeout: float = ACK_TIMEOUT_SECONDS) -> socket.socket:
+    """Subscribe to process events and return the netlink socket.
+
+    Raises Unavailable when the socket cannot be created or bound, or the
+    kernel does not acknowledge the subscription within `ack_timeout`
+    seconds. The kernel ignores, without an acknowledgement, a request from
+    outside the initial user and pid namespaces.
+    """
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    except OSError as error:
+        raise Unavailable(_reason(error)) from error
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, RECEIVE_BUFFER_BYTES)  # SO_RCVBUFFORCE
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        sock.bind((0, CN_IDX_PROC))
+        sequence = random.randrange(1, 1 << 31)
+        sock.send(_operation_message(PROC_CN_MCAST_LISTEN, sequence))
+        _wait_for_ack(sock, ack_timeout)
+    except OSError as error:
+        sock.close()
+        raise Unavailable(_reason(error)) from error
+    except Unavailable:
+        sock.close()
+        raise
+    return sock
+
+
+def _wait_for_ack(sock: socket.socket, timeout: float) -> None:
+    """Wait for the PROC_EVENT_NONE acknowledgement of our request; events for other subscribers may come first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Unavailable(f"timed out after {timeout:g} s waiting for the kernel to acknowledge the "
+                              "subscription; it ignores subscribers outside the initial user and pid namespaces")
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        for what, error_number, _tgid, ack in parse_events(data):
+            # cn_proc_ack replies with ack = our cn_msg.ack (0) + 1. The
+            # sequence number is not ours on Linux 6.18, so it is not compared.
+            if what == PROC_EVENT_NONE and ack == 1:
+                if error_number:
+                    raise Unavailable(_reason(OSError(error_number, os.strerror(error_number))))
+                return
+
+
+def close_listener(sock: socket.socket) -> None:
+    """Unsubscribe (the kernel counts subscribers and sends events while any remain) and close."""
+    try:
+        sock.send(_operation_message(PROC_CN_MCAST_IGNORE, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            data = stream.read()
+    except OSError:
+        return None
+    try:
+        return int(data[data.rfind(b")") + 2:].split()[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _is_live(pid: int) -> bool:
+    """Return True while /proc/PID exists and the process is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            data = stream.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2:data.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+class ExecWatcher(threading.Thread):
+    """Read process events and call `trigger` after an exec, debounced and rate-limited.
+
+    `trigger` runs in this thread and should scan. `watched_pids` returns the
+    pids whose exit also triggers (the last scan's instances and managers).
+    `on_exec(pid)` is called for every exec, such as ProcessCache.forget. An
+    exec by a child of this daemon (systemctl started by a scan) is ignored.
+    So is one whose process has exited by the time the scan is due, because
+    the scan could not see it: on a busy host most execs are short commands,
+    and this keeps them from costing a scan each second.
+    """
+
+    def __init__(self, sock: socket.socket, trigger: Callable[[], None],
+                 watched_pids: Callable[[], set[int]] = set,
+                 on_exec: Callable[[int], None] | None = None,
+                 debounce_seconds: float = DEBOUNCE_SECONDS, min_gap_seconds: float = MIN_GAP_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic):
+        super().__init__(name="exec-events", daemon=True)
+        self.sock = sock
+        self.trigger = trigger
+        self.watched_pids = watched_pids
+        self.on_exec = on_exec
+        self.debounce_seconds = debounce_seconds
+        self.min_gap_seconds = min_gap_seconds
+        self._monotonic = monotonic
+        self._stop_event = threading.Event()
+        self._due: float | None = None
+        self._last_trigger: float | None = None
+        # Processes that exec'd since the last scan, and whether a watched pid exited.
+        self._pending_execs: set[int] = set()
+        self._watched_exit = False
+        self.triggered_scans = 0
+        self.skipped_scans = 0
+        self.lost_event_bursts = 0
+        self._own_pid = os.getpid()
+        self._logger = log.get_logger()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the thread, then unsubscribe and close the socket."""
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+        close_listener(self.sock)
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                self._receive()
+                if self._due is not None and self._monotonic() >= self._due:
+                    self._fire()
+        except Exception as error:  # noqa: BLE001 - polling goes on; the reason is logged once
+            if not self._stop_event.is_set():
+                self._logger.error("exec_events_failed", error=f"{type(error).__name__}: {error}",
+                                   fallback="interval scans only")
+
+    def _fire(self) -> None:
+        """Scan when the burst left a live process or a watched pid exited; otherwise skip."""
+        live = any(_is_live(pid) for pid in self._pending_execs)
+        needed = live or self._watched_exit
+        self._due = None
+        self._pending_execs.clear()
+        self._watched_exit = False
+        if not needed:
+            self.skipped_scans += 1
+            return
+        self._last_trigger = self._monotonic()
+        self.triggered_scans += 1
+        self.trigger()
+
+    def _receive(self) -> None:
+        now = self._monotonic()
+        timeout = _POLL_SECONDS if self._due is None else max(0.0, self._due - now)
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return
+        except OSError as error:
+            if error.errno != errno.ENOBUFS:
+                raise
+            # The receive buffer overflowed and events were lost, an exec among them perhaps.
+            self.lost_event_bursts += 1
+            self._watched_exit = True
+            self._schedule()
+            return
+        for what, pid, tgid, _ack in parse_events(data):
+            if what == PROC_EVENT_EXEC and self._counts(tgid):
+                if self.on_exec is not None:
+                    self.on_exec(tgid)
+                self._pending_execs.add(tgid)
+                self._schedule()
+            elif what == PROC_EVENT_EXIT and pid == tgid and tgid in self.watched_pids():
+                self._watched_exit = True
+                self._schedule()
+
+    def _counts(self, tgid: int) -> bool:
+        if tgid == self._own_pid:
+            return False
+        parent = _parent_pid(tgid)
+        return parent is not None and parent != self._own_pid
+
+    def _schedule(self) -> None:
+        """Plan a scan DEBOUNCE_SECONDS after the first event, and MIN_GAP_SECONDS after the last one."""
+        if self._due is not None:
+            return
+        due = self._monotonic() + self.debounce_seconds
+        if self._last_trigger is not None:
+            due = max(due, self._last_trigger + self.min_gap_seconds)
+        self._due = due

@@ -1,0 +1,504 @@
+"""The process collector: full reads, the incremental cache, pid reuse, exec and the cgroup walk.
+
+Unit tests run against a fake /proc tree (tests/collect/fakeproc.py). The
+`live` tests compare the direct /proc reader with psutil on this host, and
+check that a warm scan sees a new instance-like process and forgets one
+that exited.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from bpm_doctor import redact
+from bpm_doctor.collect import cgroups, processes
+from bpm_doctor.collect.processes import ProcessCache, collect_processes, parse_cmdline, parse_environ
+from bpm_doctor.model import Snapshot
+from tests.collect.fakeproc import BOOT_TIME, PF_KTHREAD, FakeProc, FakeProcess
+
+
+def scan(fake: FakeProc, cache: ProcessCache | None = None) -> Snapshot:
+    snapshot = Snapshot(source="test")
+    collect_processes(snapshot, fake.path, cache)
+    return snapshot
+
+
+@pytest.fixture
+def fake(tmp_path) -> FakeProc:
+    return FakeProc(tmp_path / "proc")
+
+
+# Full reads
+
+
+def test_full_read_fields(fake):
+    fake.add(FakeProcess(pid=4242, ppid=77, start_ticks=12_345, environ={
+        "BLUEPRINT_ID": "9321", "SERVICE_ID": "1", "PRIVATE_KEY": "0xsecret", "PATH": "/usr/bin"}))
+    process = scan(fake).processes[4242]
+    assert process.ppid == 77
+    assert process.pgid == 4242
+    assert process.sid == 4242
+    assert process.argv == ["/opt/quill/quill-operator", "run"]
+    assert process.exe == "/opt/quill/quill-operator"
+    assert process.cwd == "/srv/quill"
+    assert process.uid == 1000
+    assert process.cgroup == "/user.slice/user-1000.slice/session-3.scope"
+    assert process.env == {"BLUEPRINT_ID": "9321", "SERVICE_ID": "1"}
+    expected_start = time.gmtime(BOOT_TIME + 12_345 // os.sysconf("SC_CLK_TCK"))
+    assert process.start == time.strftime("%Y-%m-%dT%H:%M:%SZ", expected_start)
+    assert process.unreadable == set()
+
+
+def test_full_read_redacts_argv(fake):
+    fake.add(FakeProcess(pid=10, argv=["quill-operator", "run", "--private-key", "0xabc"]))
+    assert scan(fake).processes[10].argv == ["quill-operator", "run", "--private-key", "<redacted>"]
+
+
+def test_kernel_threads_and_zombies_skipped(fake):
+    fake.add(FakeProcess(pid=2, ppid=0, comm="kthreadd", flags=PF_KTHREAD, argv=[], exe=None, cwd=None))
+    fake.add(FakeProcess(pid=30, ppid=2, comm="kworker/0:1", flags=PF_KTHREAD, argv=[], exe=None, cwd=None))
+    fake.add(FakeProcess(pid=31, state="Z", argv=[], exe=None, cwd=None, addresses=(0,) * 7))
+    fake.add(FakeProcess(pid=32))
+    snapshot = scan(fake)
+    assert sorted(snapshot.processes) == [32]
+    assert snapshot.read_errors == {}
+
+
+def test_vanished_process_counted(fake, monkeypatch):
+    fake.add(FakeProcess(pid=40))
+    monkeypatch.setattr(processes, "_pids", lambda _root: [40, 41])
+    snapshot = scan(fake)
+    assert sorted(snapshot.processes) == [40]
+    assert snapshot.read_errors == {"vanished": 1}
+
+
+def deny(monkeypatch, denied_suffix: str) -> None:
+    """Make reads of paths ending in `denied_suffix` fail with EACCES, as for another user's process."""
+    real_read, real_readlink = processes._read_bytes, os.readlink
+
+    def read_bytes(path):
+        if path.endswith(denied_suffix):
+            raise PermissionError(13, "Permission denied", path)
+        return real_read(path)
+
+    def readlink(path, *args, **kwargs):
+        if str(path).endswith(denied_suffix):
+            raise PermissionError(13, "Permission denied", path)
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(processes, "_read_bytes", read_bytes)
+    monkeypatch.setattr(processes.os, "readlink", readlink)
+
+
+@pytest.mark.parametrize("attribute", ["environ", "exe", "cwd"])
+def test_permission_denied_attribute(fake, monkeypatch, attribute):
+    fake.add(FakeProcess(pid=50, environ={"BLUEPRINT_ID": "1"}))
+    fake.add(FakeProcess(pid=1, comm="init", environ={"BLUEPRINT_ID": "1"}))
+    deny(monkeypatch, f"/{attribute}")
+    cache = ProcessCache()
+    snapshot = scan(fake, cache)
+    assert attribute in snapshot.processes[50].unreadable
+    assert attribute in snapshot.processes[1].unreadable
+    # PID 1 is exempt: its unreadable attributes must not make a scan partial.
+    assert snapshot.read_errors == {f"permission-denied:{attribute}": 1}
+    warm = scan(fake, cache)
+    assert cache.cached_reads == 2
+    assert warm.read_errors == {f"permission-denied:{attribute}": 1}
+    assert attribute in warm.processes[50].unreadable
+
+
+def test_permission_denied_cmdline(fake, monkeypatch):
+    fake.add(FakeProcess(pid=60, environ={"BLUEPRINT_ID": "1"}))
+    deny(monkeypatch, "/cmdline")
+    snapshot = scan(fake)
+    process = snapshot.processes[60]
+    assert process.unreadable == {"cmdline"}
+    assert process.argv == []
+    assert process.env == {}
+    assert snapshot.read_errors == {"permission-denied:cmdline": 1}
+
+
+def test_missing_attribute_not_an_error(fake):
+    fake.add(FakeProcess(pid=70, exe=None))
+    snapshot = scan(fake)
+    assert snapshot.processes[70].exe is None
+    assert snapshot.processes[70].unreadable == {"exe"}
+    assert snapshot.read_errors == {}
+
+
+# The incremental cache
+
+
+def test_warm_scan_reuses_entry(fake):
+    process = fake.add(FakeProcess(pid=100, environ={"BLUEPRINT_ID": "7"}))
+    cache = ProcessCache()
+    scan(fake, cache)
+    assert cache.full_reads == 1
+    # argv and environ change on disk, but without an exec the cache holds.
+    (fake.root / "100" / "cmdline").write_bytes(b"changed\0")
+    (fake.root / "100" / "environ").write_bytes(b"BLUEPRINT_ID=8\0")
+    warm = scan(fake, cache)
+    assert cache.cached_reads == 1
+    assert cache.full_reads == 0
+    assert warm.processes[100].argv == process.argv
+    assert warm.processes[100].env == {"BLUEPRINT_ID": "7"}
+
+
+def test_warm_scan_rereads_parentage_and_cgroup(fake):
+    process = fake.add(FakeProcess(pid=110, ppid=109))
+    cache = ProcessCache()
+    scan(fake, cache)
+    process.ppid = 1
+    fake.write_stat(process)
+    (fake.root / "110" / "cgroup").write_text("0::/system.slice/other.service\n")
+    warm = scan(fake, cache)
+    assert cache.cached_reads == 1
+    assert warm.processes[110].ppid == 1
+    assert warm.processes[110].cgroup == "/system.slice/other.service"
+
+
+def test_warm_scan_returns_copies(fake):
+    fake.add(FakeProcess(pid=120, environ={"BLUEPRINT_ID": "7"}))
+    cache = ProcessCache()
+    first = scan(fake, cache).processes[120]
+    first.argv.append("mutated")
+    first.env["SERVICE_ID"] = "3"
+    first.unreadable.add("exe")
+    second = scan(fake, cache).processes[120]
+    assert second.argv == ["/opt/quill/quill-operator", "run"]
+    assert second.env == {"BLUEPRINT_ID": "7"}
+    assert second.unreadable == set()
+
+
+def test_pid_reuse_full_reread(fake):
+    fake.add(FakeProcess(pid=130, start_ticks=1000, argv=["old-binary"], environ={}))
+    cache = ProcessCache()
+    scan(fake, cache)
+    # The same pid with a later start time is another process.
+    fake.add(FakeProcess(pid=130, start_ticks=5000, argv=["quill-operator", "run"],
+                         environ={"BLUEPRINT_ID": "9", "SERVICE_ID": "2"}))
+    warm = scan(fake, cache)
+    assert cache.full_reads == 1
+    assert cache.cached_reads == 0
+    assert warm.processes[130].argv == ["quill-operator", "run"]
+    assert warm.processes[130].env == {"BLUEPRINT_ID": "9", "SERVICE_ID": "2"}
+
+
+@pytest.mark.parametrize("change", ["comm", "addresses"])
+def test_exec_full_reread(fake, change):
+    process = fake.add(FakeProcess(pid=140, comm="bash", argv=["bash"], environ={}))
+    cache = ProcessCache()
+    scan(fake, cache)
+    # exec keeps the pid and the start time; the name or the addresses change.
+    if change == "comm":
+        process.comm = "sleep"
+    else:
+        process.addresses = tuple(value + 0x1000 for value in process.addresses)
+    process.argv = ["sleep", "30"]
+    process.environ = {"BLUEPRINT_ID": "9321", "SERVICE_ID": "1"}
+    fake.add(process)
+    warm = scan(fake, cache)
+    assert cache.full_reads == 1
+    assert warm.processes[140].argv == ["sleep", "30"]
+    assert warm.processes[140].env == {"BLUEPRINT_ID": "9321", "SERVICE_ID": "1"}
+
+
+def test_known_process_turning_zombie_dropped(fake):
+    process = fake.add(FakeProcess(pid=150, addresses=(0,) * 7))
+    cache = ProcessCache()
+    scan(fake, cache)
+    # Without ptrace access the addresses read 0, so only the state shows the exit.
+    process.state = "Z"
+    fake.write_stat(process)
+    assert 150 not in scan(fake, cache).processes
+
+
+def test_exited_pids_evicted(fake):
+    fake.add(FakeProcess(pid=160))
+    fake.add(FakeProcess(pid=161))
+    cache = ProcessCache()
+    scan(fake, cache)
+    assert len(cache) == 2
+    fake.remove(161)
+    warm = scan(fake, cache)
+    assert sorted(warm.processes) == [160]
+    assert 161 not in cache
+    assert len(cache) == 1
+
+
+def test_forget_forces_full_read(fake):
+    fake.add(FakeProcess(pid=170))
+    cache = ProcessCache()
+    scan(fake, cache)
+    cache.forget(170)
+    scan(fake, cache)
+    assert cache.full_reads == 1
+    assert cache.cached_reads == 0
+
+
+def test_kernel_thread_cached(fake):
+    fake.add(FakeProcess(pid=2, ppid=0, comm="kthreadd", flags=PF_KTHREAD, argv=[], exe=None, cwd=None))
+    cache = ProcessCache()
+    scan(fake, cache)
+    assert 2 in cache
+    assert scan(fake, cache).processes == {}
+    assert cache.cached_reads == 1
+
+
+def test_pid_reused_during_read_discarded(fake, monkeypatch):
+    fake.add(FakeProcess(pid=180, environ={"BLUEPRINT_ID": "1"}))
+    real_read = processes._read_bytes
+
+    def read_bytes(path):
+        data = real_read(path)
+        if path.endswith("/180/environ"):
+            # The process exits and its pid is reused before the closing stat read.
+            fake.write_stat(FakeProcess(pid=180, start_ticks=9999))
+        return data
+
+    monkeypatch.setattr(processes, "_read_bytes", read_bytes)
+    cache = ProcessCache()
+    snapshot = scan(fake, cache)
+    assert 180 not in snapshot.processes
+    assert snapshot.read_errors == {"vanished": 1}
+    assert 180 not in cache
+
+
+def test_exec_during_read_rereads(fake, monkeypatch):
+    process = fake.add(FakeProcess(pid=190, comm="env", argv=["env", "BLUEPRINT_ID=1", "sleep", "30"]))
+    real_read = processes._read_bytes
+    execs = []
+
+    def read_bytes(path):
+        data = real_read(path)
+        if path.endswith("/190/environ") and not execs:
+            execs.append(path)
+            process.comm = "sleep"
+            process.argv = ["sleep", "30"]
+            process.environ = {"BLUEPRINT_ID": "1", "SERVICE_ID": "4"}
+            fake.add(process)
+        return data
+
+    monkeypatch.setattr(processes, "_read_bytes", read_bytes)
+    cache = ProcessCache()
+    snapshot = scan(fake, cache)
+    assert snapshot.processes[190].argv == ["sleep", "30"]
+    assert snapshot.processes[190].env == {"BLUEPRINT_ID": "1", "SERVICE_ID": "4"}
+    assert 190 in cache
+
+
+# Parsers
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"", []),
+    (b"sleep\x0030\x00", ["sleep", "30"]),
+    (b"a\x00\x00b\x00", ["a", "", "b"]),
+    (b"postgres: writer process   ", ["postgres:", "writer", "process", "", ""]),
+    (b"chrome --type=renderer\x00", ["chrome", "--type=renderer"]),
+    (b"caf\xc3\xa9\x00\xff\x00", ["caf\u00e9", "\udcff"]),
+])
+def test_parse_cmdline_matches_psutil_rules(data, expected):
+    assert parse_cmdline(data) == expected
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"BLUEPRINT_ID=1\x00SERVICE_ID=2\x00", {"BLUEPRINT_ID": "1", "SERVICE_ID": "2"}),
+    (b"BLUEPRINT_ID=1\x00BLUEPRINT_ID=3\x00", {"BLUEPRINT_ID": "3"}),
+    (b"BLUEPRINT_ID=1\x00\x00SERVICE_ID=2\x00", {"BLUEPRINT_ID": "1"}),
+    (b"BLUEPRINT_ID=1\x00SERVICE_ID=2", {"BLUEPRINT_ID": "1"}),
+    (b"=x\x00noequals\x00TEST_MODE=true\x00", {"TEST_MODE": "true"}),
+    (b"PRIVATE_KEY=0xsecret\x00PATH=/bin\x00", {}),
+    (b"SERVICE_ID=abc\x00", {"SERVICE_ID": "<redacted>"}),
+    (b"", {}),
+])
+def test_parse_environ_filters(data, expected):
+    assert parse_environ(data) == expected
+
+
+# The cgroup hierarchy walk
+
+
+def cgroup_tree(tmp_path, layout: dict[str, list[int]]) -> str:
+    """Create a v2 hierarchy under tmp_path/cgroup with the given members; returns its mountinfo line."""
+    mount = tmp_path / "cgroup"
+    for path, pids in layout.items():
+        directory = mount / path.strip("/") if path != "/" else mount
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in pids))
+    # Every cgroup directory has a member list, if only an empty one.
+    for directory in [mount, *mount.rglob("*")]:
+        if directory.is_dir() and not (directory / "cgroup.procs").exists():
+            (directory / "cgroup.procs").write_text("")
+    return f"30 25 0:26 / {mount} rw,nosuid - cgroup2 cgroup2 rw\n"
+
+
+def test_hierarchy_map_paths(tmp_path):
+    own = os.getpid()
+    mountinfo = cgroup_tree(tmp_path, {
+        "/": [1, 5], "/system.slice/a.service": [200, own], "/user.slice/user-0.slice/session-1.scope": [300],
+    })
+    fake = FakeProc(tmp_path / "proc", self_cgroup="0::/system.slice/a.service\n", mountinfo=mountinfo)
+    walked = cgroups.hierarchy_map(fake.path, "/system.slice/a.service")
+    assert walked is not None
+    assert walked.paths[200] == "/system.slice/a.service"
+    assert walked.paths[300] == "/user.slice/user-0.slice/session-1.scope"
+    assert walked.paths[1] == "/"
+    assert walked.directories == 6
+
+
+def test_hierarchy_map_drops_pid_seen_twice(tmp_path):
+    own = os.getpid()
+    mountinfo = cgroup_tree(tmp_path, {"/": [own, 400], "/x.service": [400]})
+    fake = FakeProc(tmp_path / "proc", mountinfo=mountinfo)
+    walked = cgroups.hierarchy_map(fake.path, "/")
+    assert walked is not None
+    assert 400 not in walked.paths
+
+
+def test_hierarchy_map_self_check(tmp_path):
+    mountinfo = cgroup_tree(tmp_path, {"/": [os.getpid()]})
+    fake = FakeProc(tmp_path / "proc", self_cgroup="0::/elsewhere\n", mountinfo=mountinfo)
+    assert cgroups.hierarchy_map(fake.path, "/elsewhere") is None
+
+
+def test_hierarchy_map_needs_mount(tmp_path):
+    fake = FakeProc(tmp_path / "proc", self_cgroup="0::/\n", mountinfo="")
+    assert cgroups.hierarchy_map(fake.path, "/") is None
+
+
+def test_hierarchy_map_hybrid(tmp_path):
+    own = os.getpid()
+    unified = cgroup_tree(tmp_path / "v2", {"/": [own, 500, 501]})
+    named_mount = tmp_path / "named"
+    (named_mount / "user.slice").mkdir(parents=True)
+    (named_mount / "cgroup.procs").write_text(f"{own}\n500\n")
+    (named_mount / "user.slice" / "cgroup.procs").write_text("501\n")
+    mountinfo = unified + f"31 25 0:27 / {named_mount} rw - cgroup cgroup rw,xattr,name=systemd\n"
+    fake = FakeProc(tmp_path / "proc", self_cgroup="1:name=systemd:/\n0::/\n", mountinfo=mountinfo)
+    walked = cgroups.hierarchy_map(fake.path, "/")
+    assert walked is not None
+    assert walked.paths[500] == "/"
+    assert walked.paths[501] == "/user.slice"
+
+
+def test_mountinfo_escapes():
+    line = r"30 25 0:26 / /sys/fs/cgroup\040v2 rw - cgroup2 cgroup2 rw" + "\n"
+    unified, named = cgroups.find_mounts(line)
+    assert unified.mount_point == "/sys/fs/cgroup v2"
+    assert named is None
+
+
+def test_warm_scan_uses_hierarchy_map(tmp_path, monkeypatch):
+    own = os.getpid()
+    members = list(range(600, 610))
+    mountinfo = cgroup_tree(tmp_path, {"/": [own], "/system.slice/b.service": members})
+    fake = FakeProc(tmp_path / "proc", mountinfo=mountinfo)
+    # Ten processes in three cgroups: the walk is the cheaper way to read them.
+    for pid in members:
+        fake.add(FakeProcess(pid=pid, cgroup="0::/system.slice/b.service\n"))
+    cache = ProcessCache()
+    scan(fake, cache)
+    read_per_pid = []
+    real_read_cgroup = processes.read_cgroup
+
+    def read_cgroup(pid, proc_root="/proc"):
+        read_per_pid.append(pid)
+        return real_read_cgroup(pid, proc_root)
+
+    monkeypatch.setattr(processes, "read_cgroup", read_cgroup)
+    warm = scan(fake, cache)
+    assert warm.processes[600].cgroup == "/system.slice/b.service"
+    assert 600 not in read_per_pid
+
+
+# Live host
+
+
+def reference_process(pid: int) -> dict:
+    """Read one process with psutil, as the collector did before it read /proc directly."""
+    handle = psutil.Process(pid)
+    with handle.oneshot():
+        return {
+            "ppid": handle.ppid(),
+            "uid": handle.uids().real,
+            "exe": handle.exe() or None,
+            "cwd": handle.cwd() or None,
+            "environ": handle.environ(),
+        }
+
+
+@pytest.mark.live
+def test_direct_reader_matches_psutil(tmp_path):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    child = subprocess.Popen(
+        ["sleep", "30"], cwd=tmp_path,
+        env={"BLUEPRINT_ID": "9321", "SERVICE_ID": "1", "TEST_MODE": "true", "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        time.sleep(0.2)
+        snapshot = Snapshot(source="test")
+        collect_processes(snapshot)
+        compared = 0
+        for pid, process in snapshot.processes.items():
+            if pid == os.getpid():
+                continue
+            try:
+                expected = reference_process(pid)
+            except psutil.Error:
+                continue  # exited since, or psutil cannot read it either
+            assert process.ppid == expected["ppid"], pid
+            assert process.exe == expected["exe"], pid
+            assert process.cwd == expected["cwd"], pid
+            assert process.uid == expected["uid"], pid
+            if "environ" not in process.unreadable:
+                assert process.env == redact.filter_environment(expected["environ"]), pid
+            compared += 1
+        assert compared >= 2
+        mine = snapshot.processes[child.pid]
+        assert mine.argv == ["sleep", "30"]
+        assert mine.env == {"BLUEPRINT_ID": "9321", "SERVICE_ID": "1", "TEST_MODE": "true"}
+        assert mine.cwd == str(tmp_path)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.live
+def test_warm_scan_sees_new_and_forgets_exited():
+    cache = ProcessCache()
+    environment = {"BLUEPRINT_ID": "9321", "SERVICE_ID": "1", "TEST_MODE": "true", "PATH": "/usr/bin:/bin"}
+    first = subprocess.Popen(["sleep", "30"], env=environment)
+    second = None
+    try:
+        time.sleep(0.2)
+        cold = Snapshot(source="test")
+        collect_processes(cold, cache=cache)
+        assert cold.processes[first.pid].env["BLUEPRINT_ID"] == "9321"
+
+        # As from a shell line: fork, then two execs (env, then sleep).
+        second = subprocess.Popen(["env", "BLUEPRINT_ID=9321", "SERVICE_ID=2", "sleep", "30"],
+                                  env={"PATH": "/usr/bin:/bin"})
+        first.kill()
+        first.wait()
+        time.sleep(0.2)
+        warm = Snapshot(source="test")
+        collect_processes(warm, cache=cache)
+        assert cache.cached_reads > 0
+        assert first.pid not in warm.processes
+        assert first.pid not in cache
+        seen = warm.processes[second.pid]
+        assert seen.argv == ["sleep", "30"]
+        assert seen.env == {"BLUEPRINT_ID": "9321", "SERVICE_ID": "2"}
+    finally:
+        for child in (first, second):
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait()

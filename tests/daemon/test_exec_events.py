@@ -1,0 +1,340 @@
+"""Exec events: message parsing, debouncing, the fallback without the connector, and the daemon end to end.
+
+The live test needs the kernel proc connector, which needs CAP_NET_ADMIN in
+the initial user and pid namespaces. It skips when the connector is
+unavailable, except under CI=true: CI runs as root on a machine type where
+the connector was checked to work, so there it fails instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from bpm_doctor import serve
+from bpm_doctor.config import Config
+from bpm_doctor.daemon import exec_events
+from bpm_doctor.daemon.exec_events import (
+    PROC_EVENT_EXEC,
+    PROC_EVENT_EXIT,
+    PROC_EVENT_NONE,
+    ExecWatcher,
+    parse_events,
+)
+from bpm_doctor.model import Snapshot
+from bpm_doctor.sdnotify import Notifier
+
+
+def event_message(what: int, pid: int = 0, tgid: int = 0, ack: int = 0, index: int = 1) -> bytes:
+    """Build one netlink message carrying a struct proc_event, as the kernel sends it."""
+    if what == PROC_EVENT_NONE:
+        data = struct.pack("=IIQI", what, 0, 123, pid)
+    else:
+        data = struct.pack("=IIQii", what, 0, 123, pid, tgid) + b"\0" * 16
+    connector = struct.pack("=IIIIHH", index, 1, 7, ack, len(data), 0) + data
+    return struct.pack("=IHHII", 16 + len(connector), 3, 0, 7, 0) + connector
+
+
+# Parsing
+
+
+def test_parse_exec_and_exit():
+    data = event_message(PROC_EVENT_EXEC, 41, 40)
+    assert list(parse_events(data)) == [(PROC_EVENT_EXEC, 41, 40, 0)]
+    data = event_message(PROC_EVENT_EXIT, 40, 40)
+    assert list(parse_events(data)) == [(PROC_EVENT_EXIT, 40, 40, 0)]
+
+
+def test_parse_ack_error():
+    assert list(parse_events(event_message(PROC_EVENT_NONE, errno.EPERM, ack=1))) == [
+        (PROC_EVENT_NONE, errno.EPERM, 0, 1)]
+
+
+def test_parse_several_messages():
+    data = event_message(PROC_EVENT_EXEC, 5, 5) + event_message(PROC_EVENT_EXEC, 6, 6)
+    assert [event[2] for event in parse_events(data)] == [5, 6]
+
+
+def test_parse_skips_other_connector():
+    assert list(parse_events(event_message(PROC_EVENT_EXEC, 5, 5, index=2))) == []
+
+
+@pytest.mark.parametrize("cut", [0, 10, 20, 40, 55])
+def test_parse_truncated(cut):
+    assert list(parse_events(event_message(PROC_EVENT_EXEC, 5, 5)[:cut])) == []
+
+
+# Debouncing, with a scripted socket and clock
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedSocket:
+    """Hands out queued datagrams; an empty queue is a timeout that advances the clock by the timeout."""
+
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+        self.queue: list[bytes] = []
+        self.timeout = None
+
+    def settimeout(self, timeout):
+        self.timeout = timeout
+
+    def recv(self, _size):
+        if self.queue:
+            return self.queue.pop(0)
+        self.clock.now += self.timeout
+        raise socket.timeout
+
+
+def watcher_for(monkeypatch, clock, watched=frozenset()):
+    sock = ScriptedSocket(clock)
+    triggers: list[float] = []
+    forgotten: list[int] = []
+    watcher = ExecWatcher(sock, lambda: triggers.append(clock.now), watched_pids=lambda: set(watched),
+                          on_exec=forgotten.append, monotonic=clock)
+    # Every exec'd pid counts as a live process started by someone else.
+    monkeypatch.setattr(exec_events, "_parent_pid", lambda pid: 1)
+    monkeypatch.setattr(exec_events, "_is_live", lambda pid: True)
+    return watcher, sock, triggers, forgotten
+
+
+def test_exec_triggers_after_debounce(monkeypatch):
+    clock = FakeClock()
+    watcher, sock, triggers, forgotten = watcher_for(monkeypatch, clock)
+    sock.queue = [event_message(PROC_EVENT_EXEC, 500, 500), event_message(PROC_EVENT_EXEC, 500, 500)]
+    run_for(watcher, clock, 1)
+    assert forgotten == [500, 500]
+    assert len(triggers) == 1
+    assert triggers[0] == pytest.approx(100.0 + exec_events.DEBOUNCE_SECONDS)
+
+
+def run_for(watcher: ExecWatcher, clock: FakeClock, seconds: float) -> None:
+    """Drive the watcher's loop body until the fake clock has advanced `seconds`."""
+    end = clock.now + seconds
+    while clock.now < end:
+        watcher._receive()
+        if watcher._due is not None and clock.now >= watcher._due:
+            watcher._fire()
+
+
+def test_exec_rate_limited(monkeypatch):
+    clock = FakeClock()
+    watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock)
+    sock.queue.append(event_message(PROC_EVENT_EXEC, 600, 600))
+    run_for(watcher, clock, 0.3)
+    assert len(triggers) == 1
+    # Two more execs right after the first scan: one more scan, a full gap later.
+    sock.queue += [event_message(PROC_EVENT_EXEC, 601, 601), event_message(PROC_EVENT_EXEC, 602, 602)]
+    run_for(watcher, clock, 3)
+    assert len(triggers) == 2
+    assert triggers[1] - triggers[0] >= exec_events.MIN_GAP_SECONDS
+
+
+def test_exited_burst_skipped(monkeypatch):
+    clock = FakeClock()
+    watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock)
+    monkeypatch.setattr(exec_events, "_is_live", lambda pid: False)
+    sock.queue = [event_message(PROC_EVENT_EXEC, 650, 650)]
+    run_for(watcher, clock, 1)
+    assert triggers == []
+    assert watcher.skipped_scans == 1
+
+
+def test_own_children_ignored(monkeypatch):
+    clock = FakeClock()
+    watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock)
+    monkeypatch.setattr(exec_events, "_parent_pid", lambda pid: os.getpid())
+    sock.queue = [event_message(PROC_EVENT_EXEC, 700, 700)]
+    run_for(watcher, clock, 1)
+    assert triggers == []
+
+
+def test_exit_of_watched_pid_triggers(monkeypatch):
+    clock = FakeClock()
+    watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock, watched={800})
+    sock.queue = [event_message(PROC_EVENT_EXIT, 801, 801), event_message(PROC_EVENT_EXIT, 802, 800)]
+    run_for(watcher, clock, 1)
+    assert triggers == []
+    sock.queue = [event_message(PROC_EVENT_EXIT, 800, 800)]
+    run_for(watcher, clock, 1)
+    assert len(triggers) == 1
+
+
+def test_lost_events_trigger(monkeypatch):
+    clock = FakeClock()
+    watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock)
+
+    def overflow(_size):
+        sock.recv = ScriptedSocket.recv.__get__(sock)
+        raise OSError(errno.ENOBUFS, "No buffer space available")
+
+    sock.recv = overflow
+    run_for(watcher, clock, 1)
+    assert len(triggers) == 1
+    assert watcher.lost_event_bursts == 1
+
+
+# Without the connector
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (errno.EPROTONOSUPPORT, "EPROTONOSUPPORT: kernel without the proc connector"),
+    (errno.EPERM, "EPERM: needs CAP_NET_ADMIN"),
+])
+def test_unavailable_reason(monkeypatch, error, expected):
+    def refuse(*_args):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(exec_events.socket, "socket", refuse)
+    with pytest.raises(exec_events.Unavailable, match=expected):
+        exec_events.open_listener()
+
+
+def test_daemon_logs_unavailable_once(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise exec_events.Unavailable("EPERM: needs CAP_NET_ADMIN")
+
+    monkeypatch.setattr(exec_events, "open_listener", refuse)
+    daemon = serve.Daemon(Config(), "127.0.0.1:0", 5.0, notifier=Notifier(backend=lambda _message: True),
+                          collect=lambda _config: Snapshot(source="test"), exec_events=True)
+    daemon.start()
+    stop = threading.Event()
+    stop.set()
+    with structlog.testing.capture_logs() as logs:
+        assert daemon.run(stop) == 0
+    names = [entry["event"] for entry in logs]
+    assert names.count("exec_events_unavailable") == 1
+    assert names[0] == "serve_started"
+    assert logs[0]["exec_events"] is False
+    unavailable = next(entry for entry in logs if entry["event"] == "exec_events_unavailable")
+    assert unavailable["reason"] == "EPERM: needs CAP_NET_ADMIN"
+    assert unavailable["log_level"] == "info"
+
+
+# The daemon end to end
+
+
+def connector_unavailable() -> str | None:
+    try:
+        sock = exec_events.open_listener()
+    except exec_events.Unavailable as error:
+        return str(error)
+    exec_events.close_listener(sock)
+    return None
+
+
+def hand_run_count(address: str) -> float:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bpm_doctor_findings" and sample.labels.get("id") == "hand-run-instance":
+                total += sample.value
+    return total
+
+
+def wait_for(condition, timeout: float, description: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {description}")
+
+
+@pytest.mark.live
+def test_exec_event_updates_metrics(tmp_path):
+    reason = connector_unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the proc connector works on this machine type as root, but not here: {reason}")
+        pytest.skip(f"proc connector unavailable: {reason}")
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    log_path = tmp_path / "daemon.stderr"
+    with open(log_path, "w") as stderr:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "bpm_doctor", "--config", str(config), "serve",
+             "--listen", "127.0.0.1:0", "--interval", "60"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd=str(tmp_path),
+            env={**os.environ, "NOTIFY_SOCKET": ""},
+        )
+    instance = None
+    try:
+        def started() -> dict | None:
+            for line in log_path.read_text().splitlines():
+                if line.startswith("{") and json.loads(line)["event"] == "serve_started":
+                    return json.loads(line)
+            return None
+
+        event = wait_for(started, 30, "serve_started in the daemon log")
+        assert event["exec_events"] is True
+        address = event["listen"]
+        before = wait_for(lambda: _scraped(address), 60, "the first scan")[0]
+
+        began = time.monotonic()
+        instance = subprocess.Popen(["env", "BLUEPRINT_ID=9321", "SERVICE_ID=1", "TEST_MODE=true", "sleep", "30"],
+                                    start_new_session=True)
+        # Other processes on the host may change the count too, so the
+        # daemon's log names the pid whose finding changed the metric.
+        wait_for(lambda: finding_event(log_path, "finding_appeared", instance.pid), 2.0,
+                 f"a hand-run-instance finding for pid {instance.pid}")
+        delay = time.monotonic() - began
+        assert hand_run_count(address) >= 1
+        # The interval is 60 s and the first scan is done, so only the exec event explains the change.
+        assert delay < 2.0
+
+        instance.kill()
+        instance.wait()
+        wait_for(lambda: finding_event(log_path, "finding_cleared", instance.pid), 3.0,
+                 f"the finding for pid {instance.pid} to clear after its exit")
+    finally:
+        if instance is not None and instance.poll() is None:
+            instance.kill()
+            instance.wait()
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    assert "Traceback" not in log_path.read_text()
+
+
+def finding_event(log_path, name: str, pid: int) -> bool:
+    """Return True once the daemon logged `name` for a hand-run-instance finding of `pid`."""
+    for line in log_path.read_text().splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event["event"] == name and event.get("id") == "hand-run-instance" and event.get("pid") == pid:
+                return True
+    return False
+
+
+def _scraped(address: str) -> tuple[float] | None:
+    """Return (hand-run count,) once /metrics answers after a scan, else None."""
+    try:
+        return (hand_run_count(address),)
+    except OSError:
+        return None
