@@ -164,12 +164,19 @@ def run_snapshot(args, config) -> int:
 def write_atomically(path: str, text: str) -> None:
     """Write a file through a temporary file and rename, so readers never see half of it."""
     directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", dir=directory)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", dir=directory)
+    except OSError as error:
+        raise DoctorError(f"cannot write report {path}: {error.strerror}") from error
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
+    except OSError as error:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise DoctorError(f"cannot write report {path}: {error.strerror}") from error
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)

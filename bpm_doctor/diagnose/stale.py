@@ -15,7 +15,7 @@ from collections import defaultdict
 from bpm_doctor import identify
 from bpm_doctor.diagnose.findings import make
 from bpm_doctor.diagnose.view import HostView, manager_sites
-from bpm_doctor.model import Finding, Severity
+from bpm_doctor.model import Finding, Severity, Unit
 
 _UPGRADE_BINARY = re.compile(r"^binary-v[^-]+-(?P<arch>[A-Za-z0-9_]+)-[0-9a-f]+(\.part)?$")
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "i686": "i386", "i586": "i386"}
@@ -60,12 +60,31 @@ def _active_service_ids(view: HostView) -> set[int]:
     return services
 
 
+def _is_disabled(view: HostView, name: str, state: Unit) -> bool:
+    """Return True when the unit is installed but nothing enables it any more.
+
+    systemd 252 reports an instance of a template as `disabled` only when the
+    template has an [Install] section. A helper service without one, such as
+    `keeper@.service` started by `keeper@.timer`, is `static` in every
+    state. So for an instance the same-name timer decides, because while that
+    timer is enabled or active it still starts the service.
+    """
+    if state.template_instance is None:
+        return state.unit_file_state == "disabled"
+    if state.unit_file_state not in ("disabled", "static"):
+        return False
+    # NOTE: a trigger other than the same-name timer (a path or socket unit,
+    # another unit's Wants=) is not looked at.
+    timer = view.units.get(posixpath.splitext(name)[0] + ".timer")
+    return timer is None or not (timer.state.enabled or timer.state.running)
+
+
 def check_stale_units(view: HostView) -> list[Finding]:
     findings = []
     active_services = _active_service_ids(view)
     for name, info in sorted(view.units.items()):
         state = info.state
-        if state.unit_file_state != "disabled" or state.active_state not in ("inactive", "failed"):
+        if not _is_disabled(view, name, state) or state.active_state not in ("inactive", "failed"):
             continue
         reason = None
         if info.kind == "direct-run":
@@ -167,9 +186,32 @@ def check_stale_service_dirs(view: HostView) -> list[Finding]:
     return findings
 
 
+def _running_executables(view: HostView) -> set[str]:
+    """Return the instances' executables, named as the recorded manager roots name them.
+
+    /proc/PID/exe gives the resolved path. A root that was reached through a
+    symlink carries its resolved path in the `realpath` attribute, and an
+    executable below that resolved path is renamed to lie below the root.
+    """
+    aliases = {
+        entry.attrs["realpath"]: path for path, entry in view.snapshot.paths.items() if "realpath" in entry.attrs
+    }
+    running = set()
+    for pid in view.instances:
+        executable = view.snapshot.processes[pid].exe
+        if not executable:
+            continue
+        for real_root, root in aliases.items():
+            if executable.startswith(real_root + "/"):
+                executable = root + executable[len(real_root):]
+                break
+        running.add(executable)
+    return running
+
+
 def check_stale_cached_binaries(view: HostView) -> list[Finding]:
     host_arch = _normal_arch(view.snapshot.arch)
-    running = {view.snapshot.processes[pid].exe for pid in view.instances}
+    running = _running_executables(view)
     service_dirs = {path for paths in _service_dirs(view).values() for path in paths}
     service_dirs |= {posixpath.dirname(exe) for exe in running if exe}
     grouped: dict[tuple[str, Severity], list[str]] = defaultdict(list)
