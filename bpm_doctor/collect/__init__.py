@@ -17,7 +17,7 @@ from bpm_doctor.collect.processes import ProcessCache, collect_processes
 from bpm_doctor.collect.sockets import collect_listeners
 from bpm_doctor.collect.units import UNIT_DIRECTORIES, collect_units
 from bpm_doctor.config import Config
-from bpm_doctor.diagnose.view import build, manager_sites
+from bpm_doctor.diagnose.view import HostView, build, manager_sites
 from bpm_doctor.model import Snapshot
 from bpm_doctor.readfile import read_regular_file
 
@@ -37,9 +37,11 @@ def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str
     snapshot = Snapshot(arch=platform.machine() or None, source="host")
     collect_processes(snapshot, proc_root, process_cache)
     collect_units(snapshot, config.instance_binaries, unit_roots)
-    _collect_manager_files(snapshot, config)
-    _collect_unit_references(snapshot, config)
+    _collect_unit_references(snapshot, build(snapshot, config))
+    # A second view: the unit environment files just read can change a
+    # manager unit's HOME or cache dir, and so where its files are.
     view = build(snapshot, config)
+    _collect_manager_files(snapshot, view)
     runtime_roots = {site.paths.runtime_root for site in manager_sites(view) if site.paths.runtime_root}
     owners = list(view.managers) + list(view.instances)
     collect_listeners(snapshot, owners, runtime_roots, proc_root)
@@ -48,8 +50,7 @@ def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str
     return snapshot
 
 
-def _collect_manager_files(snapshot: Snapshot, config: Config) -> None:
-    view = build(snapshot, config)
+def _collect_manager_files(snapshot: Snapshot, view: HostView) -> None:
     scanned_roots: set[str] = set()
     for site in manager_sites(view):
         if site.paths.settings_file:
@@ -73,9 +74,8 @@ def _collect_manager_files(snapshot: Snapshot, config: Config) -> None:
                 path_collector.record_service_dirs(snapshot, parent)
 
 
-def _collect_unit_references(snapshot: Snapshot, config: Config) -> None:
+def _collect_unit_references(snapshot: Snapshot, view: HostView) -> None:
     """Record each kept unit's ExecStart executable and EnvironmentFile= files."""
-    view = build(snapshot, config)
     for info in view.units.values():
         if info.argv and info.argv[0].startswith("/"):
             path_collector.record_path(snapshot, info.argv[0])
@@ -84,14 +84,9 @@ def _collect_unit_references(snapshot: Snapshot, config: Config) -> None:
         for path, _optional, _entry in info.effective.environment_files:
             if posixpath.isabs(path) and "%" not in path:
                 path_collector.record_path(snapshot, path, with_content=True)
-    if any(info.kind is not None for info in view.units.values()):
-        # A second pass: environment files can turn a unit into a direct-run unit.
-        for info in build(snapshot, config).units.values():
-            if info.argv and info.argv[0].startswith("/") and posixpath.normpath(info.argv[0]) not in snapshot.paths:
-                path_collector.record_path(snapshot, info.argv[0])
 
 
-def _collect_bridge_sockets(snapshot: Snapshot, view) -> None:
+def _collect_bridge_sockets(snapshot: Snapshot, view: HostView) -> None:
     for pid in view.instances:
         process = snapshot.processes[pid]
         socket_path = process.env.get("BRIDGE_SOCKET_PATH")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -12,7 +13,8 @@ from bpm_doctor.collect import collect_host
 from bpm_doctor.config import Config
 from bpm_doctor.diagnose import diagnose
 
-CHURN_BLUEPRINT = 9913
+# Unique per test run, so churn from another test session cannot match.
+CHURN_BLUEPRINT = 7_000_000_000 + os.getpid()
 
 
 def _churn(stop: threading.Event, started: list[int]) -> None:
