@@ -167,7 +167,7 @@ def write_atomically(path: str, text: str) -> None:
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", dir=directory)
     except OSError as error:
-        raise DoctorError(f"cannot write report {path}: {error.strerror}") from error
+        raise DoctorError(f"{path}: cannot write the report: {error.strerror}") from error
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -176,7 +176,7 @@ def write_atomically(path: str, text: str) -> None:
     except OSError as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
-        raise DoctorError(f"cannot write report {path}: {error.strerror}") from error
+        raise DoctorError(f"{path}: cannot write the report: {error.strerror}") from error
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)

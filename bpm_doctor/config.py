@@ -21,7 +21,9 @@ Every error is collected before giving up, each as `file:line: message`.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 
@@ -32,6 +34,8 @@ from bpm_doctor.model import Severity
 DEFAULT_PATH = "/etc/bpm-doctor/config.toml"
 DEFAULT_LISTEN = "127.0.0.1:9737"
 MIN_INTERVAL_SECONDS = 5.0
+# A real configuration is a few hundred bytes; a larger file is rejected, not read whole.
+MAX_CONFIG_BYTES = 1024 * 1024
 ROLES = ("operator-host", "remote-target")
 _TOP_LEVEL_KEYS = {"role", "instance_binaries", "operator_address", "max_services", "allow", "severity", "serve"}
 _SERVE_KEYS = {"listen", "interval_seconds"}
@@ -78,14 +82,20 @@ def load(path: str, required: bool = True) -> Config:
     ConfigError with every problem found.
     """
     try:
+        # Opening a FIFO blocks until something writes to it, so a FIFO is rejected unopened.
+        mode = os.stat(path).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise ConfigError([f"{path}: cannot read configuration: a FIFO or socket, not a TOML file"])
         with open(path, "rb") as stream:
-            raw = stream.read()
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if required:
             raise ConfigError([f"{path}: configuration file not found"]) from None
         return Config()
     except OSError as error:
         raise ConfigError([f"{path}: cannot read configuration: {error.strerror}"]) from error
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: cannot read configuration: larger than {MAX_CONFIG_BYTES // 1024} KiB"])
     return parse(raw.decode("utf-8", errors="replace"), path)
 
 

@@ -353,8 +353,8 @@ class ManagerPaths:
 
     settings_file: str | None
     settings_kind: str
-    data_dir: str
-    keystore: str
+    data_dir: str | None
+    keystore: str | None
     cache_root: str | None
     runtime_root: str | None
 
@@ -362,7 +362,10 @@ class ManagerPaths:
 def manager_paths(executable: str, argv: list[str], cwd: str | None, env: dict[str, str]) -> ManagerPaths:
     """Derive a manager's directories the way cargo-tangle and the manager do.
 
-    Relative defaults are resolved against the manager's working directory.
+    Relative paths and defaults are resolved against the manager's working
+    directory. When that is unknown (None, such as an unreadable
+    /proc/PID/cwd), they are None: the manager resolved them against a
+    directory the doctor cannot name.
     cargo-tangle always uses the default cache and runtime dirs: the cache is
     `$XDG_CACHE_HOME` or `$HOME/.cache`, and the runtime dir is
     `$XDG_RUNTIME_DIR` only, falling back to `./blueprint-manager/run`
@@ -371,9 +374,11 @@ def manager_paths(executable: str, argv: list[str], cwd: str | None, env: dict[s
     options, _unknown = manager_options(executable, argv)
     standalone = posixpath.basename(executable) == "blueprint-manager"
 
-    def absolute(path: str) -> str:
-        if posixpath.isabs(path) or cwd is None:
+    def absolute(path: str) -> str | None:
+        if posixpath.isabs(path):
             return posixpath.normpath(path)
+        if cwd is None:
+            return None
         return posixpath.normpath(posixpath.join(cwd, path))
 
     home = env.get("HOME")

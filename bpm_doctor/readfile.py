@@ -28,8 +28,8 @@ def read_regular_file(path: str, limit: int) -> bytes:
     """
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
-    # O_NONBLOCK: if the path was replaced by a FIFO after the stat above,
-    # open returns at once instead of waiting for a writer; fstat then rejects it.
+    # The path may have been replaced by a FIFO since the stat above. With
+    # O_NONBLOCK, open then returns at once instead of waiting for a writer, and fstat rejects it.
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):

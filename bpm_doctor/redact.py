@@ -146,7 +146,9 @@ def redact_argv(argv: list[str]) -> list[str]:
 
     Redacted: the value after a secret-named flag (`--private-key X`,
     `--password=X`), the value of a `NAME=value` word unless NAME is a kept
-    coordinate, URL credentials and paths, and long hex or base64 runs.
+    coordinate, URL credentials and paths, and long hex or base64 runs. A
+    word that contains whitespace, such as a `bash -c` script, is split and
+    redacted by the same rules.
     """
     redacted: list[str] = []
     hide_next = False
@@ -154,6 +156,9 @@ def redact_argv(argv: list[str]) -> list[str]:
         if hide_next:
             redacted.append(REDACTED)
             hide_next = False
+            continue
+        if _has_whitespace(word):
+            redacted.append(redact_free_text(word))
             continue
         if word.startswith("-") and not word.startswith("---"):
             flag, equals, value = word.partition("=")
@@ -176,6 +181,10 @@ def redact_argv(argv: list[str]) -> list[str]:
             continue
         redacted.append(redact_token(word))
     return redacted
+
+
+def _has_whitespace(word: str) -> bool:
+    return any(character.isspace() for character in word)
 
 
 def redact_assignment(name: str, value: str) -> str:
@@ -211,6 +220,9 @@ def redact_file_text(path: str, text: str) -> str:
     return "\n".join(redact_line(line) for line in lines)
 
 
+_OPENING_QUOTES = "\"'`("
+
+
 def redact_free_text(line: str) -> str:
     """Redact a free-text line word by word, keeping its spacing.
 
@@ -219,7 +231,10 @@ def redact_free_text(line: str) -> str:
     """
     parts = re.split(r"(\s+)", line)
     words = [part for part in parts if part and not part.isspace()]
-    redacted = iter(redact_argv(words))
+    # Opening quotes are set aside, so that `"token=x` is read as the assignment token=x.
+    quotes = [word[:len(word) - len(word.lstrip(_OPENING_QUOTES))] for word in words]
+    unquoted = [word[len(quote):] for quote, word in zip(quotes, words)]
+    redacted = iter(quote + word for quote, word in zip(quotes, redact_argv(unquoted)))
     return "".join(part if not part or part.isspace() else next(redacted) for part in parts)
 
 

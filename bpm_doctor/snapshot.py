@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from bpm_doctor import redact
-from bpm_doctor.errors import InputError
+from bpm_doctor.errors import DoctorError, InputError
 from bpm_doctor.model import Listener, PathEntry, Process, Snapshot, Unit
 
 FORMAT = "hostsnap/0"
@@ -365,10 +365,14 @@ def save(snapshot: Snapshot, path: str, header: str = "") -> None:
     """Write a snapshot atomically: a temporary file in the same directory, then rename.
 
     A crash or a full disk leaves the previous file, never half of a new one.
+    Raises DoctorError naming the path when the file cannot be written.
     """
     text = render(snapshot, header)
     directory = os.path.dirname(os.path.abspath(path)) or "."
-    descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", suffix=".tmp", dir=directory)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise DoctorError(f"cannot write snapshot {path}: {error.strerror or error}") from error
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", errors="surrogateescape") as stream:
             stream.write(text)
@@ -376,6 +380,9 @@ def save(snapshot: Snapshot, path: str, header: str = "") -> None:
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o600)
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise DoctorError(f"cannot write snapshot {path}: {error.strerror or error}") from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -7,16 +7,17 @@ library's wsgiref instead. It serves `/metrics` with
 0.0.4 from the Accept header and gzips when asked.
 
 Each connection carries one request (HTTP/1.0). A request line longer than
-MAX_REQUEST_LINE_BYTES gets 414, a header block larger than MAX_HEADER_BYTES
-gets 431, and a client that takes longer than REQUEST_DEADLINE_SECONDS to
-send its headers, or stays silent for SOCKET_TIMEOUT_SECONDS, is
-disconnected. Past MAX_CONNECTIONS concurrent connections, new ones get 503.
+MAX_REQUEST_LINE_BYTES gets 414, and a header block larger than
+MAX_HEADER_BYTES gets 431. A client is disconnected when it stays silent for
+SOCKET_TIMEOUT_SECONDS, or when its request line and headers are not all in
+after REQUEST_DEADLINE_SECONDS, however slowly the bytes trickle in. Past MAX_CONNECTIONS concurrent connections, new ones get 503.
 Request bodies are never read.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import ipaddress
 import json
 import re
@@ -91,6 +92,32 @@ class _LimitedReader:
         return getattr(self._raw, name)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The read side of a connection, raising TimeoutError once the request deadline has passed.
+
+    A socket timeout starts again with every byte received, so a client that
+    sends one byte every few seconds would otherwise keep its connection, and
+    one of MAX_CONNECTIONS slots, for as long as it likes. Each read here
+    waits at most until the deadline.
+    """
+
+    def __init__(self, connection: socket.socket, deadline: float, timeout_seconds: float):
+        super().__init__()
+        self._connection = connection
+        self._deadline = deadline
+        self._timeout_seconds = timeout_seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not received within REQUEST_DEADLINE_SECONDS")
+        self._connection.settimeout(min(remaining, self._timeout_seconds))
+        return self._connection.recv_into(buffer)
+
+
 class _LoggingServerHandler(ServerHandler):
     """wsgiref's handler, with application errors logged as events instead of tracebacks on stderr."""
 
@@ -108,8 +135,14 @@ class RequestHandler(WSGIRequestHandler):
 
     timeout = SOCKET_TIMEOUT_SECONDS
 
+    def setup(self):
+        super().setup()
+        self._deadline = time.monotonic() + REQUEST_DEADLINE_SECONDS
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self._deadline, self.timeout))
+
     def handle(self):
-        deadline = time.monotonic() + REQUEST_DEADLINE_SECONDS
+        deadline = self._deadline
         try:
             self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE_BYTES + 1)
             if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
@@ -123,6 +156,8 @@ class RequestHandler(WSGIRequestHandler):
             self.rfile = _LimitedReader(self.rfile, MAX_HEADER_BYTES, deadline)
             if not self.parse_request():
                 return
+            # The request is in; the response gets the plain per-operation timeout.
+            self.connection.settimeout(self.timeout)
             handler = _LoggingServerHandler(
                 self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True,
             )

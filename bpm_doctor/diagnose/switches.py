@@ -133,7 +133,8 @@ def check_global_environment(view: HostView) -> list[Finding]:
 def check_keystore_in_tmp(view: HostView) -> list[Finding]:
     seen: dict[str, list] = {}
     for site in manager_sites(view):
-        seen.setdefault(site.paths.keystore, []).append(site.pid if site.pid is not None else site.unit)
+        if site.paths.keystore:
+            seen.setdefault(site.paths.keystore, []).append(site.pid if site.pid is not None else site.unit)
     for pid in view.instances:
         uri = view.snapshot.processes[pid].env.get("KEYSTORE_URI", "")
         path = uri.removeprefix("file://")

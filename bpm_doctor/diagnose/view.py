@@ -396,10 +396,12 @@ def manager_sites(view: HostView) -> list[ManagerSite]:
         user = info.effective.get("User") if info.effective else None
         if "HOME" not in environment and user in (None, "root", "0"):
             environment["HOME"] = "/root"
-        cwd = info.effective.get("WorkingDirectory") if info.effective else None
-        if cwd is not None:
-            cwd = cwd.lstrip("-")
-            cwd = None if cwd == "~" else cwd
+        # systemd.exec(5): a system service without WorkingDirectory= runs in "/",
+        # and "~" is the home directory of User=.
+        cwd = (info.effective.get("WorkingDirectory") if info.effective else None) or "/"
+        cwd = cwd.lstrip("-")
+        if cwd == "~":
+            cwd = environment.get("HOME")
         sites.append(ManagerSite(
             pid=None,
             unit=info.name,

@@ -33,6 +33,22 @@ class CheckResult:
         return sum(1 for finding in self.findings if finding.severity == severity)
 
 
+def printable(text: str) -> str:
+    """Return text that encodes as strict UTF-8, with each undecodable byte written as `\\xNN`.
+
+    argv, paths and unit names come from the host through os.listdir and
+    psutil, which decode with surrogateescape, so they may carry lone
+    surrogates that a UTF-8 stdout or output file rejects with UnicodeEncodeError.
+    """
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that surrogateescape did not make
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def blind_spots(snapshot: Snapshot) -> list[str]:
     """List what the scan could not read that could change the verdict, one line per reason."""
     return [

@@ -19,7 +19,7 @@ import json
 from bpm_doctor import __version__, identify, redact
 from bpm_doctor.diagnose.view import manager_sites
 from bpm_doctor.model import Finding, Severity
-from bpm_doctor.report import CheckResult
+from bpm_doctor.report import CheckResult, printable
 
 SCHEMA = "bpm-doctor/check/1"
 _OPTIONAL_FIELDS = ("pid", "unit", "path", "line", "blueprint_id", "service_id", "launcher", "allowed_reason")
@@ -114,4 +114,19 @@ def _launcher(info) -> str | None:
 
 
 def render(result: CheckResult) -> str:
-    return json.dumps(to_dict(result), indent=2, sort_keys=False) + "\n"
+    return json.dumps(_printable_values(to_dict(result)), indent=2, sort_keys=False) + "\n"
+
+
+def _printable_values(value):
+    """Return a copy of a JSON-ready value with every string made printable (see `printable`).
+
+    json.dumps would write a lone surrogate as `\\udcff`, which strict JSON
+    parsers reject as invalid Unicode.
+    """
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(key) if isinstance(key, str) else key: _printable_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable_values(item) for item in value]
+    return value

@@ -8,7 +8,7 @@ The plugin interface: the exit code is the state, the first line is
 from __future__ import annotations
 
 from bpm_doctor.model import Severity
-from bpm_doctor.report import CheckResult
+from bpm_doctor.report import CheckResult, printable
 
 
 def render(result: CheckResult) -> str:
@@ -39,4 +39,4 @@ def render(result: CheckResult) -> str:
     lines = [f"BPM-DOCTOR {result.status}: {text} | {perfdata}"]
     for finding in result.findings:
         lines.append(f"{finding.severity.label.upper()} {finding.id}: {finding.summary}")
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines) + "\n")

@@ -45,7 +45,7 @@ from bpm_doctor import __version__, catalogue  # noqa: E402
 from bpm_doctor.config import Config  # noqa: E402
 from bpm_doctor.errors import DoctorError  # noqa: E402
 from bpm_doctor.model import Finding, Severity  # noqa: E402
-from bpm_doctor.report import CheckResult  # noqa: E402
+from bpm_doctor.report import CheckResult, printable  # noqa: E402
 
 if hasattr(prometheus_client, "disable_created_metrics"):
     prometheus_client.disable_created_metrics()
@@ -243,11 +243,13 @@ class DoctorCollector:
         families["manager_processes"].add_metric([], len(view.managers))
         families["manager_units_enabled"].add_metric([], sum(1 for info in manager_units if info.state.enabled))
         for info in manager_units[:MAX_MANAGER_UNITS]:
+            # A unit file name is host bytes; exposition encodes strict UTF-8.
+            unit_label = printable(info.name)
             for state in UNIT_STATES:
                 families["manager_unit_state"].add_metric(
-                    [info.name, state], 1 if info.state.active_state == state else 0)
+                    [unit_label, state], 1 if info.state.active_state == state else 0)
             if info.state.restarts is not None:
-                families["manager_unit_restarts"].add_metric([info.name], info.state.restarts)
+                families["manager_unit_restarts"].add_metric([unit_label], info.state.restarts)
 
         for labels, count in instance_series(view, config.max_services):
             families["instances"].add_metric(list(labels), count)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bpm_doctor.model import Finding, Severity
-from bpm_doctor.report import CheckResult
+from bpm_doctor.report import CheckResult, printable
 
 
 def render(result: CheckResult) -> str:
@@ -16,7 +16,7 @@ def render(result: CheckResult) -> str:
     for finding in result.findings:
         lines.append("")
         lines.extend(render_finding(finding))
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines) + "\n")
 
 
 def _headline(result: CheckResult) -> str:
