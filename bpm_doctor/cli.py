@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 from bpm_doctor import __version__, config as config_module, log, redact, snapshot as snapshot_module
 from bpm_doctor.errors import ConfigError, DoctorError
+from bpm_doctor.readfile import write_text_atomically
 from bpm_doctor.report import UNKNOWN
 
 FORMATS = ("text", "json", "nagios")
@@ -145,7 +145,7 @@ def run_check(args, config) -> int:
     if args.output:
         write_atomically(args.output, output)
     else:
-        sys.stdout.write(output)
+        write_stdout(output)
     logger = log.get_logger()
     if result.blind_spots:
         logger.warning("scan_incomplete", read_errors=dict(snapshot.read_errors))
@@ -161,23 +161,22 @@ def run_snapshot(args, config) -> int:
     return 0
 
 
+def write_stdout(text: str) -> None:
+    """Print a report; a closed pipe or a full disk is one line of error, not a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`); silence the flush at exit as well.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise DoctorError("standard output was closed before the report was written") from None
+    except OSError as error:
+        raise DoctorError(f"cannot write the report to standard output: {error.strerror or error}") from None
+
+
 def write_atomically(path: str, text: str) -> None:
-    """Write a file through a temporary file and rename, so readers never see half of it."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write a report so readers never see half of it; raise DoctorError naming the path on failure."""
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", dir=directory)
+        write_text_atomically(path, text, mode=0o644)
     except OSError as error:
-        raise DoctorError(f"{path}: cannot write the report: {error.strerror}") from error
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as error:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise DoctorError(f"{path}: cannot write the report: {error.strerror}") from error
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+        raise DoctorError(f"{path}: cannot write the report: {error.strerror or error}") from error

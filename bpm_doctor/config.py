@@ -22,6 +22,7 @@ Every error is collected before giving up, each as `file:line: message`.
 from __future__ import annotations
 
 import os
+import math
 import re
 import stat
 import tomllib
@@ -34,6 +35,8 @@ from bpm_doctor.model import Severity
 DEFAULT_PATH = "/etc/bpm-doctor/config.toml"
 DEFAULT_LISTEN = "127.0.0.1:9737"
 MIN_INTERVAL_SECONDS = 5.0
+# A day: longer intervals defeat the staleness alerts and overflow timer arithmetic.
+MAX_INTERVAL_SECONDS = 86400.0
 # A real configuration is a few hundred bytes; a larger file is rejected, not read whole.
 MAX_CONFIG_BYTES = 1024 * 1024
 ROLES = ("operator-host", "remote-target")
@@ -218,8 +221,10 @@ def _read_serve(data: dict, config: Config, fail) -> None:
             config.listen = listen
     if "interval_seconds" in serve:
         interval = serve["interval_seconds"]
-        if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval < MIN_INTERVAL_SECONDS:
-            fail("interval_seconds", f"interval_seconds must be a number of seconds, at least {MIN_INTERVAL_SECONDS:g}")
+        if not isinstance(interval, (int, float)) or isinstance(interval, bool) or not math.isfinite(interval) \
+                or not MIN_INTERVAL_SECONDS <= interval <= MAX_INTERVAL_SECONDS:
+            fail("interval_seconds", f"invalid interval_seconds {interval!r}: expected a number of seconds from "
+                 f"{MIN_INTERVAL_SECONDS:g} to {MAX_INTERVAL_SECONDS:g}")
         else:
             config.interval_seconds = float(interval)
 

@@ -45,3 +45,44 @@ def read_regular_file(path: str, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(descriptor)
+
+
+def write_text_atomically(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace a regular file's content atomically: a temporary file beside it, then rename(2).
+
+    A symlink is followed, so the file it points at is replaced and the link
+    stays. A FIFO, device or socket is never replaced by a rename (that
+    would turn `/dev/null` into a regular file); it is written in place,
+    without waiting for a reader of a FIFO. A directory raises
+    IsADirectoryError. Other failures raise OSError, and no temporary file
+    is left behind.
+    """
+    import tempfile
+
+    target = os.path.realpath(path)
+    try:
+        status = os.stat(target)
+    except FileNotFoundError:
+        status = None
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        descriptor = os.open(target, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            os.write(descriptor, text.encode("utf-8", "surrogateescape"))
+        finally:
+            os.close(descriptor)
+        return
+    directory = os.path.dirname(target) or "."
+    descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", errors="surrogateescape") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

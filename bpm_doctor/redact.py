@@ -215,9 +215,48 @@ def redact_file_text(path: str, text: str) -> str:
     Line numbers stay valid, so findings can still point at a line.
     """
     kind = file_kind(path)
-    redact_line = {"unit": _redact_unit_line, "toml": _redact_toml_line, "env": _redact_env_line}[kind]
     lines = text.split("\n")
+    if kind == "env":
+        return "\n".join(_redact_env_lines(lines))
+    redact_line = {"unit": _redact_unit_line, "toml": _redact_toml_line}[kind]
     return "\n".join(redact_line(line) for line in lines)
+
+
+def _redact_env_lines(lines: list[str]) -> list[str]:
+    """Redact an env file whose quoted values may run over several lines.
+
+    dotenv and systemd both read a quoted value up to its closing quote,
+    across line breaks, so the lines after an opening quote are value too
+    (a mnemonic, a PEM body) and are redacted whole.
+    """
+    redacted: list[str] = []
+    open_quote: str | None = None
+    for line in lines:
+        if open_quote is not None:
+            redacted.append(REDACTED)
+            if _unescaped_count(line, open_quote) % 2 == 1:
+                open_quote = None
+            continue
+        redacted.append(_redact_env_line(line))
+        open_quote = _unclosed_quote(line)
+    return redacted
+
+
+def _unescaped_count(text: str, quote: str) -> int:
+    return len(re.findall(r"(?<!\\)" + re.escape(quote), text))
+
+
+def _unclosed_quote(line: str) -> str | None:
+    """Return the quote character of an assignment whose quoted value does not close on this line."""
+    stripped = line.strip()
+    if stripped.startswith("#"):
+        return None
+    _name, equals, value = stripped.removeprefix("export ").partition("=")
+    value = value.lstrip()
+    if not equals or value[:1] not in ("'", '"'):
+        return None
+    quote = value[0]
+    return quote if _unescaped_count(value, quote) % 2 == 1 else None
 
 
 _OPENING_QUOTES = "\"'`("

@@ -23,13 +23,14 @@ Log events (JSON lines on stderr when not on a terminal): `serve_started`,
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import threading
 import time
 from collections.abc import Callable
 
 from bpm_doctor import __version__, log
-from bpm_doctor.config import MIN_INTERVAL_SECONDS, Config
+from bpm_doctor.config import MAX_INTERVAL_SECONDS, MIN_INTERVAL_SECONDS, Config
 from bpm_doctor.daemon import exec_events, http
 from bpm_doctor.daemon.scanner import Scanner, status_line
 from bpm_doctor.errors import DoctorError
@@ -43,9 +44,9 @@ def _interval(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid interval {text!r}: expected a number of seconds") from None
-    if not value >= MIN_INTERVAL_SECONDS:
+    if not math.isfinite(value) or not MIN_INTERVAL_SECONDS <= value <= MAX_INTERVAL_SECONDS:
         raise argparse.ArgumentTypeError(
-            f"invalid interval {text!r}: scans must be at least {MIN_INTERVAL_SECONDS:g} seconds apart")
+            f"invalid interval {text!r}: expected {MIN_INTERVAL_SECONDS:g} to {MAX_INTERVAL_SECONDS:g} seconds")
     return value
 
 
@@ -224,7 +225,10 @@ def run(args, config: Config) -> int:
 
     def request_stop(signum, _frame):
         daemon.stop_reason = signal.Signals(signum).name
-        stop.set()
+        # Event.set() takes the lock that Event.wait() in this same main
+        # thread may be holding when the signal arrives, so setting it here
+        # could deadlock; a short-lived thread sets it once the lock is free.
+        threading.Thread(target=stop.set, name="stop-request", daemon=True).start()
 
     # Handlers first: a SIGTERM that arrives during the first scan still ends in a clean stop.
     previous = {number: signal.signal(number, request_stop) for number in (signal.SIGTERM, signal.SIGINT)}

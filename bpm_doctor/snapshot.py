@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import tempfile
-from pathlib import Path
 
 from bpm_doctor import redact
 from bpm_doctor.errors import DoctorError, InputError
 from bpm_doctor.model import Listener, PathEntry, Process, Snapshot, Unit
+from bpm_doctor.readfile import write_text_atomically
 
 FORMAT = "hostsnap/0"
 SECTION_MARK = "#==="
@@ -72,7 +71,13 @@ def parse(text: str, path: str = "<snapshot>") -> Snapshot:
     sections = _split_sections(text)
     if not sections:
         raise InputError(f"{path}:1: not a {FORMAT} snapshot: no '{SECTION_MARK} <type>' section found")
+    seen: set[tuple[str, str]] = set()
     for kind, argument, lines, line_number in sections:
+        if kind in ("proc", "unit", "file"):
+            if (kind, argument) in seen:
+                # A second section would silently replace the first, and with it a finding.
+                raise InputError(f"{path}:{line_number}: duplicate section '{kind} {argument}'")
+            seen.add((kind, argument))
         reader = _READERS.get(kind)
         if reader is None:
             continue
@@ -368,21 +373,7 @@ def save(snapshot: Snapshot, path: str, header: str = "") -> None:
     Raises DoctorError naming the path when the file cannot be written.
     """
     text = render(snapshot, header)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", suffix=".tmp", dir=directory)
+        write_text_atomically(path, text, mode=0o600)
     except OSError as error:
         raise DoctorError(f"cannot write snapshot {path}: {error.strerror or error}") from error
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", errors="surrogateescape") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise DoctorError(f"cannot write snapshot {path}: {error.strerror or error}") from error
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

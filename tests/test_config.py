@@ -62,7 +62,7 @@ listen = "everywhere"
     assert any(e.startswith("c.toml:3: allow entry 1 needs a non-empty reason") for e in errors)
     assert any(e.startswith("c.toml:6: unknown finding id 'no-such-id'") for e in errors)
     assert any(e.startswith("c.toml:7: invalid severity 'fatal'") for e in errors)
-    assert any(e.startswith("c.toml:9: interval_seconds must be") for e in errors)
+    assert any(e.startswith("c.toml:9: invalid interval_seconds 1") for e in errors)
     assert any(e.startswith("c.toml:10: invalid listen address") for e in errors)
     assert len(errors) == 7
 
@@ -71,3 +71,10 @@ def test_toml_syntax_error_names_line():
     with pytest.raises(ConfigError) as caught:
         config.parse('role = "operator-host"\nrole = \n', "c.toml")
     assert caught.value.errors[0].startswith("c.toml:2: invalid TOML")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e300"])
+def test_interval_must_be_finite_and_bounded(value):
+    with pytest.raises(ConfigError) as caught:
+        config.parse(f"[serve]\ninterval_seconds = {value}\n", "c.toml")
+    assert caught.value.errors[0].startswith("c.toml:2: invalid interval_seconds")

@@ -74,3 +74,10 @@ def test_redaction_is_idempotent():
     text = f"Environment=A_KEY={SECRET}\nExecStart=/x --http-rpc-url https://u:p@h/k/{SECRET}\n"
     once = redact.redact_file_text("/x.service", text)
     assert redact.redact_file_text("/x.service", once) == once
+
+
+def test_multiline_quoted_value_redacted_whole():
+    text = f'A_KEY="first {SECRET}\nsecond {SECRET}"\nBLUEPRINT_ID=4\n'
+    redacted = redact.redact_file_text("/srv/settings.env", text)
+    assert SECRET not in redacted
+    assert redacted.splitlines()[2] == "BLUEPRINT_ID=4"

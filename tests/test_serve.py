@@ -229,7 +229,7 @@ def test_arguments():
     args = parser.parse_args(["--listen", "[::1]:9800", "--interval", "7.5"])
     assert (args.listen, args.interval) == ("[::1]:9800", 7.5)
     assert parser.parse_args([]).listen is None
-    with pytest.raises(argparse.ArgumentError, match="at least 5 seconds"):
+    with pytest.raises(argparse.ArgumentError, match="expected 5 to 86400 seconds"):
         parser.parse_args(["--interval", "4"])
     with pytest.raises(argparse.ArgumentError, match="invalid listen address"):
         parser.parse_args(["--listen", "0.0.0.0"])

@@ -83,3 +83,8 @@ def test_multiline_argv_stays_on_one_line():
     parsed = snapshot.parse(snapshot.render(host))
     assert parsed.processes[7].argv == ["bash", "-c", "set -eu\\nexec sleep 1"]
     assert parsed.processes[7].cwd == "/srv/odd\\ndir"
+
+
+def test_duplicate_proc_section_is_rejected():
+    with pytest.raises(InputError, match=r"^d.snap:3: duplicate section 'proc 5'"):
+        snapshot.parse("#=== proc 5\nppid: 1\n#=== proc 5\nppid: 1\n", "d.snap")

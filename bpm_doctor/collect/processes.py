@@ -68,7 +68,8 @@ class ProcStat(NamedTuple):
 
     @property
     def kernel_thread(self) -> bool:
-        return bool(self.flags & _PF_KTHREAD) or self.ppid == 2
+        # The flag, not pid 2: inside a pid namespace pid 2 is an ordinary process.
+        return bool(self.flags & _PF_KTHREAD)
 
     @property
     def exited(self) -> bool:
@@ -497,7 +498,7 @@ def _read_process(pid: int, proc_root: str, snapshot: Snapshot, stat: ProcStat |
             if stat is None:
                 snapshot.add_read_error("vanished")
                 return None, None
-        if stat.kernel_thread or pid == 2 or stat.exited:
+        if stat.kernel_thread or stat.exited:
             return None, _Entry(stat.start_ticks, stat.exec_mark, skipped=True)
         process, reader, cmdline_denied = _read_attributes(pid, proc_root, stat, boot_time, known_cgroups)
         if cmdline_denied:

@@ -15,6 +15,7 @@ import os
 import posixpath
 import shlex
 
+from bpm_doctor.readfile import read_regular_file
 from bpm_doctor import envfile
 from bpm_doctor.lint import yamlish
 from bpm_doctor.lint.commands import Launch, expand
@@ -70,8 +71,8 @@ def _environment(service: yamlish.Node, base: str) -> tuple[dict[str, str], list
     for path in paths:
         full = os.path.join(base, path)
         try:
-            with open(full, encoding="utf-8", errors="replace") as stream:
-                environment.update(envfile.as_dict(envfile.parse_dotenv(stream.read(1024 * 1024))))
+            text = read_regular_file(full, 1024 * 1024).decode("utf-8", errors="replace")
+            environment.update(envfile.as_dict(envfile.parse_dotenv(text)))
         except OSError:
             unread.append(path)
     declared = service.get("environment")

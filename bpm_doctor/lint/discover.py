@@ -18,6 +18,8 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from bpm_doctor.readfile import read_regular_file
+
 SKIPPED_DIRECTORIES = {
     ".git", "node_modules", "target", ".venv", "venv", "__pycache__", ".tox", ".mypy_cache", ".pytest_cache",
     ".hypothesis", ".ruff_cache",
@@ -101,8 +103,7 @@ def _add(path: str, explicit: bool, found: list[SourceFile], errors: list[str], 
     kind = kind_by_name(path)
     if kind is None:
         try:
-            with open(path, "rb") as stream:
-                head = stream.read(128)
+            head = read_regular_file(path, 128)
         except OSError as error:
             if explicit:
                 errors.append(f"{path}: cannot read: {error.strerror or error}")
@@ -118,8 +119,7 @@ def _add(path: str, explicit: bool, found: list[SourceFile], errors: list[str], 
 
 def read_text(path: str) -> str:
     """Read a file as UTF-8, replacing undecodable bytes. Raises OSError, or ValueError when too large."""
-    with open(path, "rb") as stream:
-        data = stream.read(MAX_FILE_BYTES + 1)
+    data = read_regular_file(path, MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
     return data.decode("utf-8", errors="replace")

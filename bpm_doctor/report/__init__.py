@@ -12,7 +12,7 @@ STATUS_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UN
 
 # Read errors that hide something a finding could depend on. A process that
 # vanished between two reads does not: it is gone.
-BLOCKING_REASON_PREFIXES = ("permission-denied", "systemctl-failed", "proc-unreadable")
+BLOCKING_REASON_PREFIXES = ("permission-denied", "systemctl-failed", "proc-unreadable", "unreadable:")
 
 
 @dataclass

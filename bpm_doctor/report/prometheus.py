@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import tempfile
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -43,7 +42,8 @@ from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
 from bpm_doctor import __version__, catalogue  # noqa: E402
 from bpm_doctor.config import Config  # noqa: E402
-from bpm_doctor.errors import DoctorError  # noqa: E402
+from bpm_doctor.errors import DoctorError
+from bpm_doctor.readfile import write_text_atomically  # noqa: E402
 from bpm_doctor.model import Finding, Severity  # noqa: E402
 from bpm_doctor.report import CheckResult, printable  # noqa: E402
 
@@ -384,28 +384,9 @@ def write_textfile(path: str, result: CheckResult, config: Config,
     except argparse.ArgumentTypeError as error:
         raise DoctorError(str(error)) from None
     data = render_text(state_from_result(result, scan_duration_seconds), config)
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=".bpm-doctor-", suffix=".tmp", dir=directory)
+        write_text_atomically(path, data.decode("utf-8"), mode=0o644)
     except OSError as error:
-        raise DoctorError(f"cannot write textfile {path}: {error.strerror}") from error
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as error:
-        _remove_quietly(temporary)
-        raise DoctorError(f"cannot write textfile {path}: {error.strerror}") from error
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
+        raise DoctorError(f"cannot write textfile {path}: {error.strerror or error}") from error
 
 
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

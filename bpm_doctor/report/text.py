@@ -9,9 +9,10 @@ from bpm_doctor.report import CheckResult, printable
 def render(result: CheckResult) -> str:
     lines = [_headline(result)]
     if result.blind_spots:
-        lines.append("could not read (run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): "
-                     + "; ".join(result.blind_spots))
-    if not result.findings:
+        lines.append("the verdict is incomplete; could not read: " + "; ".join(result.blind_spots))
+        if any(spot.startswith("permission-denied") for spot in result.blind_spots):
+            lines.append("run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to read other processes")
+    if not result.findings and not result.blind_spots:
         lines.append(_quiet_reason(result))
     for finding in result.findings:
         lines.append("")
