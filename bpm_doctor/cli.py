@@ -54,14 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bpm_doctor import serve
 
-    serve.add_arguments(commands.add_parser("serve", help="scan on an interval and serve /metrics and /healthz"))
+    serve_parser = commands.add_parser("serve", help="scan on an interval and serve /metrics and /healthz")
+    serve.add_arguments(serve_parser)
 
     snap = commands.add_parser("snapshot", help="save what a scan of this host sees, secrets removed")
     snap.add_argument("--output", "-o", metavar="FILE", required=True, help="snapshot file to write")
 
+    # The global options are accepted after the subcommand too (`check -v`);
+    # SUPPRESS keeps a value given before it.
+    for subcommand in (check, snap, serve_parser):
+        _add_global_options(subcommand)
+
     lint = commands.add_parser("lint", help="check deploy files in a repository (units, scripts, settings, docs)")
     _add_lint_arguments(lint)
+    _add_global_options(lint)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="configuration file (TOML), as before the command")
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="log more to stderr, as before the command")
 
 
 def _add_lint_arguments(parser: argparse.ArgumentParser) -> None:

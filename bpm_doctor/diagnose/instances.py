@@ -41,7 +41,7 @@ def check_hand_run_instances(view: HostView) -> list[Finding]:
         where = _LAUNCHER_WORDS.get(launcher, launcher)
         if info.launcher_unit:
             where = f"systemd unit {info.launcher_unit}"
-        evidence = [f"argv: {' '.join(process.argv)}", f"parent pid {process.ppid}, cgroup {process.cgroup}"]
+        evidence = [f"argv: {' '.join(process.argv)}", f"parent pid {process.ppid}, cgroup {process.cgroup or 'unknown'}"]
         findings.append(make(
             "hand-run-instance",
             f"instance pid {pid} for {_service_words(info)} was started by {where}, not by the manager",
@@ -169,7 +169,7 @@ def check_orphan_descendants(view: HostView) -> list[Finding]:
             pid=pid,
             blueprint_id=int(blueprint) if blueprint and blueprint.isdigit() else None,
             service_id=int(service) if service and service.isdigit() else None,
-            evidence=[f"argv: {' '.join(process.argv)}", f"parent pid {process.ppid}, cgroup {process.cgroup}"],
+            evidence=[f"argv: {' '.join(process.argv)}", f"parent pid {process.ppid}, cgroup {process.cgroup or 'unknown'}"],
         ))
     return findings
 

@@ -28,6 +28,8 @@ def check_settings_files(view: HostView) -> list[Finding]:
                 "settings-missing-key",
                 f"the manager's settings file {path} does not exist, so the manager cannot start",
                 pid=site.pid, unit=site.unit, path=path,
+                remedy="Create the settings file with BLUEPRINT_ID, TANGLE_CONTRACT, STAKING_CONTRACT and "
+                       "STATUS_REGISTRY_CONTRACT, or point --settings-file at the existing one.",
             ))
             continue
         values = settings_values(view, site)

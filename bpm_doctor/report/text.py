@@ -44,7 +44,9 @@ def render_finding(finding: Finding) -> list[str]:
     if finding.line is not None:
         where.append(f"line {finding.line}")
     if finding.blueprint_id is not None or finding.service_id is not None:
-        where.append(f"blueprint {finding.blueprint_id} service {finding.service_id}")
+        blueprint = "unknown" if finding.blueprint_id is None else finding.blueprint_id
+        service = "unknown" if finding.service_id is None else finding.service_id
+        where.append(f"blueprint {blueprint} service {service}")
     if finding.launcher:
         where.append(f"launcher {finding.launcher}")
     lines = [f"{finding.severity.label.upper()} {finding.id}" + (f" [{'; '.join(where)}]" if where else "")]
