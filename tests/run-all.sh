@@ -44,6 +44,6 @@ fi
 if [ ! -x .venv-floor/bin/python ]; then
   "$PYTHON" -m venv .venv-floor
 fi
-.venv-floor/bin/python -m pip install --quiet 'psutil==5.9.4' 'structlog==22.3.0' 'prometheus-client==0.16.0' pytest hypothesis
+.venv-floor/bin/python -m pip install --quiet 'psutil==5.9.4' 'structlog==22.3.0' 'prometheus-client==0.16.0' pytest hypothesis jsonschema
 .venv-floor/bin/python -m pip install --quiet --no-deps -e .
 .venv-floor/bin/python -m pytest -m "not live and not systemd" -q -p no:cacheprovider "$@"
