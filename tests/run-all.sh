@@ -14,6 +14,8 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   gcc libc6-dev            # compiles the stand-in cargo-tangle and instance binaries
   tmux procps util-linux iproute2 systemd
+  # the uid 65534 privilege test runs Debian's python3, as the venv under /root is unreachable
+  python3-psutil python3-structlog python3-prometheus-client
   prometheus prometheus-alertmanager
   prometheus-process-exporter prometheus-node-exporter   # comparison rows of bench/scan_bench.py
   # builds the .deb and installs it into a booted bookworm container
