@@ -24,7 +24,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """An argparse parser whose usage errors exit 3 (UNKNOWN).
 
     argparse exits 2 on a usage error, which a Nagios-style monitor reads as
-    CRITICAL; a wrong command line says nothing about the box.
+    CRITICAL. A wrong command line tells nothing about the box.
     """
 
     def error(self, message: str):

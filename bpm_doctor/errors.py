@@ -10,7 +10,7 @@ class InputError(DoctorError):
 
 
 class ConfigError(DoctorError):
-    """One or more configuration errors; `errors` holds one `file:line: message` each."""
+    """One or more configuration errors; `errors` contains one `file:line: message` each."""
 
     def __init__(self, errors: list[str]):
         self.errors = errors

@@ -226,8 +226,8 @@ def run(args, config: Config) -> int:
     def request_stop(signum, _frame):
         daemon.stop_reason = signal.Signals(signum).name
         # Event.set() takes the lock that Event.wait() in this same main
-        # thread may be holding when the signal arrives, so setting it here
-        # could deadlock; a short-lived thread sets it once the lock is free.
+        # thread may hold when the signal arrives, so setting it here could
+        # deadlock. A short-lived thread sets it once the lock is free.
         threading.Thread(target=stop.set, name="stop-request", daemon=True).start()
 
     # Handlers first: a SIGTERM that arrives during the first scan still ends in a clean stop.

@@ -3,7 +3,7 @@
 The manager removes none of its per-service state when a service stops
 (`<runtime>/svc-B-S/`, `<cache>/svc-B-S/`, `<data>/upgrade-authz/S.json`),
 and upgrade swaps add `binary-v<version>-<arch>-<sha8>` files that are never
-pruned. These checks say what is safe to remove and what must stay.
+pruned. Each finding names what is safe to remove and what must stay.
 """
 
 from __future__ import annotations

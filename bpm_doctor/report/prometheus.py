@@ -187,9 +187,9 @@ def state_from_result(result: CheckResult, duration_seconds: float | None = None
 
 
 class DoctorCollector:
-    """A Prometheus collector over the latest scan.
+    """Prometheus collector that exports the latest scan.
 
-    `state` returns the current ScanState; it is called once per scrape.
+    `state` returns the current ScanState and is called once per scrape.
     """
 
     def __init__(self, state: Callable[[], ScanState], config: Config):
