@@ -16,7 +16,8 @@
     listen = "127.0.0.1:9737"
     interval_seconds = 30
 
-Every error is collected before giving up, each as `file:line: message`.
+Every error is collected before giving up, each as `file:line: message`,
+in line order.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 
-from bpm_doctor import catalogue
+from bpm_doctor import catalogue, tomltext
 from bpm_doctor.errors import ConfigError
 from bpm_doctor.model import Severity
 
@@ -107,13 +108,15 @@ def parse(text: str, path: str = "<config>") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError([f"{path}:{_toml_error_line(error)}: invalid TOML: {_toml_error_message(error)}"]) from None
+        line, description = tomltext.describe_error(error, text)
+        raise ConfigError([f"{path}:{line}: invalid TOML: {description}"]) from None
 
-    errors: list[str] = []
+    problems: list[tuple[tuple, str]] = []
     config = Config(path=path)
 
-    def fail(key: str, message: str, occurrence: int = 1) -> None:
-        errors.append(f"{path}:{_line_of(text, key, occurrence)}: {message}")
+    def fail(key: str | tuple, message: str) -> None:
+        """Record a problem with the value at `key`, a top-level name or a key path such as ("serve", "listen")."""
+        problems.append((key if isinstance(key, tuple) else (key,), message))
 
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
@@ -126,8 +129,8 @@ def parse(text: str, path: str = "<config>") -> Config:
     _read_severity(data, config, fail)
     _read_serve(data, config, fail)
 
-    if errors:
-        raise ConfigError(errors)
+    if problems:
+        raise ConfigError(_locate(problems, text, path))
     return config
 
 
@@ -171,20 +174,20 @@ def _read_allow(data: dict, config: Config, fail) -> None:
         return
     for index, entry in enumerate(entries, start=1):
         if not isinstance(entry, dict):
-            fail("allow", f"allow entry {index} must be a table with unit or binary, and reason", index)
+            fail(("allow", index - 1), f"allow entry {index} must be a table with unit or binary, and reason")
             continue
         unknown = set(entry) - {"unit", "binary", "reason"}
         if unknown:
-            fail("allow", f"allow entry {index} has unknown keys {sorted(unknown)}", index)
+            fail(("allow", index - 1), f"allow entry {index} has unknown keys {sorted(unknown)}")
         unit, binary, reason = entry.get("unit"), entry.get("binary"), entry.get("reason")
         if (unit is None) == (binary is None):
-            fail("allow", f"allow entry {index} needs exactly one of unit or binary", index)
+            fail(("allow", index - 1), f"allow entry {index} needs exactly one of unit or binary")
             continue
         if not isinstance(reason, str) or not reason.strip():
-            fail("allow", f"allow entry {index} needs a non-empty reason", index)
+            fail(("allow", index - 1), f"allow entry {index} needs a non-empty reason")
             continue
         if not isinstance(unit or binary, str):
-            fail("allow", f"allow entry {index}: unit and binary must be strings", index)
+            fail(("allow", index - 1), f"allow entry {index}: unit and binary must be strings")
             continue
         config.allow.append(Allowance(reason.strip(), unit, binary))
 
@@ -196,12 +199,12 @@ def _read_severity(data: dict, config: Config, fail) -> None:
         return
     for finding_id, value in overrides.items():
         if finding_id not in catalogue.BY_ID:
-            fail(finding_id, f"unknown finding id {finding_id!r} in [severity]")
+            fail(("severity", finding_id), f"unknown finding id {finding_id!r} in [severity]")
             continue
         try:
             config.severity_overrides[finding_id] = Severity.parse(str(value))
         except ValueError as error:
-            fail(finding_id, str(error))
+            fail(("severity", finding_id), str(error))
 
 
 def _read_serve(data: dict, config: Config, fail) -> None:
@@ -211,45 +214,41 @@ def _read_serve(data: dict, config: Config, fail) -> None:
         return
     for key in serve:
         if key not in _SERVE_KEYS:
-            fail(key, f"unknown setting {key!r} in [serve]; known settings are listen, interval_seconds")
+            fail(("serve", key), f"unknown setting {key!r} in [serve]; known settings are listen, interval_seconds")
     if "listen" in serve:
         listen = serve["listen"]
         if not isinstance(listen, str) or not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[0-9A-Za-z.-]+):[0-9]{1,5}", listen) \
                 or not 0 < int(listen.rpartition(":")[2]) < 65536:
-            fail("listen", f"invalid listen address {listen!r}: expected HOST:PORT such as 127.0.0.1:9737")
+            fail(("serve", "listen"), f"invalid listen address {listen!r}: expected HOST:PORT such as 127.0.0.1:9737")
         else:
             config.listen = listen
     if "interval_seconds" in serve:
         interval = serve["interval_seconds"]
         if not isinstance(interval, (int, float)) or isinstance(interval, bool) or not math.isfinite(interval) \
                 or not MIN_INTERVAL_SECONDS <= interval <= MAX_INTERVAL_SECONDS:
-            fail("interval_seconds", f"invalid interval_seconds {interval!r}: expected a number of seconds from "
-                 f"{MIN_INTERVAL_SECONDS:g} to {MAX_INTERVAL_SECONDS:g}")
+            fail(("serve", "interval_seconds"), f"invalid interval_seconds {interval!r}: expected a number of "
+                 f"seconds from {MIN_INTERVAL_SECONDS:g} to {MAX_INTERVAL_SECONDS:g}")
         else:
             config.interval_seconds = float(interval)
 
 
-def _line_of(text: str, key: str, occurrence: int = 1) -> int:
-    """Return the line where `key` is assigned or its table starts, else 1.
+def _locate(problems: list[tuple[tuple, str]], text: str, path: str) -> list[str]:
+    """Format problems as `file:line: message`, sorted by line so they read top to bottom."""
+    lines = tomltext.key_lines(text)
+    located = [(_line_of(lines, key_path), message) for key_path, message in problems]
+    # The sort is stable, so problems on one line keep the order of the checks.
+    located.sort(key=lambda item: item[0])
+    return [f"{path}:{line}: {message}" for line, message in located]
 
-    tomllib reports no positions for valid documents, so a semantic error is
-    placed by searching for the key; the n-th `[[key]]` or `key =` is used.
+
+def _line_of(lines: dict[tuple, int], key_path: tuple) -> int:
+    """Return the line of `key_path`, else of its nearest parent found, else 1.
+
+    Keys inside an inline table have no line of their own, so `allow = [{ ... }]`
+    places a problem with an entry on the `allow` line.
     """
-    pattern = re.compile(
-        rf"^\s*(\[\[\s*{re.escape(key)}\s*\]\]|\[\s*{re.escape(key)}\s*\]|\"?{re.escape(key)}\"?\s*=)",
-        re.MULTILINE,
-    )
-    matches = list(pattern.finditer(text))
-    if not matches:
-        return 1
-    match = matches[min(occurrence, len(matches)) - 1]
-    return text.count("\n", 0, match.start()) + 1
-
-
-def _toml_error_line(error: tomllib.TOMLDecodeError) -> int:
-    match = re.search(r"line (\d+)", str(error))
-    return int(match.group(1)) if match else 1
-
-
-def _toml_error_message(error: tomllib.TOMLDecodeError) -> str:
-    return re.sub(r"\s*\(at line \d+, column \d+\)", "", str(error)) or "syntax error"
+    while key_path:
+        if key_path in lines:
+            return lines[key_path]
+        key_path = key_path[:-1]
+    return 1
