@@ -19,6 +19,17 @@ from bpm_doctor.report import UNKNOWN
 
 FORMATS = ("text", "json", "nagios")
 
+CHECK_EPILOG = """\
+exit status (Nagios plugin convention):
+  0  OK: no warning or critical finding
+  1  WARNING: at least one warning finding, no critical one
+  2  CRITICAL: at least one critical finding, even from a partial scan
+  3  UNKNOWN: an invalid command line, configuration or snapshot; a report or
+     textfile that could not be written; an internal error; or read errors
+     that could hide a problem (such as permission denied on a process's
+     environment or executable, or systemctl failing) and no critical finding
+"""
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """An argparse parser whose usage errors exit 3 (UNKNOWN).
@@ -44,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log more to stderr: -v for info, -vv for debug")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    check = commands.add_parser("check", help="scan this host (or a snapshot) and report findings")
+    check = commands.add_parser("check", help="scan this host (or a snapshot) and report findings",
+                                epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("--snapshot", metavar="FILE", help="diagnose a saved snapshot instead of this host")
     check.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
