@@ -75,8 +75,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
     """Lint `args.paths`, write the report and return the exit status (see EPILOG)."""
     logger = log.get_logger()
     result = lint_paths(args.paths, config)
-    for error in result.errors:
-        print(f"bpm-doctor: {error}", file=sys.stderr)
+    if result.errors:
+        from bpm_doctor.report.lint_text import escape_controls
+
+        for error in result.errors:
+            print(escape_controls(f"bpm-doctor: {error}"), file=sys.stderr)
     exit_code = exit_status(result, Severity.parse(args.fail_on))
     output = render(result, args.format, exit_code)
     if args.output:

@@ -193,6 +193,14 @@ def test_unknown_file_kind_is_not_checked(tmp_path):
     assert "notes.txt: not a file kind bpm-doctor lint reads" in completed.stderr
 
 
+def test_unchecked_path_newline_stays_one_line(tmp_path):
+    write(tmp_path, "notes\nmore.txt", "./bin/ferry-relay run --service-id 1\n")
+    completed = _lint(tmp_path, "notes\nmore.txt")
+    assert completed.returncode == 3
+    [line] = completed.stderr.splitlines()
+    assert line.startswith("bpm-doctor: notes\\nmore.txt: not a file kind bpm-doctor lint reads")
+
+
 def test_invalid_format_is_usage_error(tmp_path):
     assert _lint(tmp_path, "--format", "xml", ".").returncode == 3
 
