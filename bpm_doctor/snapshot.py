@@ -68,7 +68,9 @@ def load(path: str | os.PathLike[str]) -> Snapshot:
 def parse(text: str, path: str = "<snapshot>") -> Snapshot:
     """Parse snapshot text into a Snapshot, redacting as it goes."""
     snapshot = Snapshot(source=f"snapshot {path}")
-    sections = _split_sections(text)
+    # Some Windows tools write UTF-8 with a byte order mark. Left in place, it
+    # hides a section mark on the first line and with it that section.
+    sections = _split_sections(text.removeprefix("\ufeff"))
     if not sections:
         raise InputError(f"{path}:1: not a {FORMAT} snapshot: no '{SECTION_MARK} <type>' section found")
     seen: set[tuple[str, str]] = set()

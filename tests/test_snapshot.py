@@ -88,3 +88,22 @@ def test_multiline_argv_stays_on_one_line():
 def test_duplicate_proc_section_is_rejected():
     with pytest.raises(InputError, match=r"^d.snap:3: duplicate section 'proc 5'"):
         snapshot.parse("#=== proc 5\nppid: 1\n#=== proc 5\nppid: 1\n", "d.snap")
+
+
+def test_load_accepts_leading_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.hostsnap"
+    path.write_bytes(b"\xef\xbb\xbf#=== proc 5\nppid: 1\nargv: x run\n#=== host\narch: x86_64\n")
+    loaded = snapshot.load(path)
+    assert sorted(loaded.processes) == [5]
+    assert loaded.processes[5].ppid == 1
+    assert loaded.arch == "x86_64"
+
+
+def test_parse_accepts_bom_before_only_section():
+    parsed = snapshot.parse("\ufeff#=== host\narch: aarch64\n", "bom.snap")
+    assert parsed.arch == "aarch64"
+
+
+def test_byte_order_mark_keeps_line_numbers():
+    with pytest.raises(InputError, match=r"^bom.snap:2: invalid ppid 'one'"):
+        snapshot.parse("\ufeff#=== proc 5\nppid: one\n", "bom.snap")
