@@ -308,6 +308,24 @@ def _numeric(value: str | None) -> bool:
     return value is not None and value.isdigit()
 
 
+def may_be_blueprint_process(executable: str, argv: list[str], environment: dict[str, str],
+                             instance_binaries: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Return True when a process could be a manager, a manager command, an instance or an instance's helper.
+
+    Broader than the classification of a scan: any blueprint coordinate in
+    the environment or argv, any `svc-` directory in the executable's path,
+    a manager executable or a configured instance name. A process that fails
+    every test cannot be any of these, whatever the rest of the host shows.
+    """
+    if manager_kind(executable, argv, through_cargo=True) is not None:
+        return True
+    if any(name in environment for name in COORDINATE_ENVIRONMENT) or argv_coordinates(argv):
+        return True
+    if "/svc-" in executable:
+        return True
+    return posixpath.basename(executable.removesuffix(" (deleted)")) in instance_binaries
+
+
 def service_label(text: str) -> tuple[int, int] | None:
     """Return (blueprint, service) from a `svc-B-S` path component, if any."""
     for component in text.split("/"):
@@ -331,6 +349,9 @@ def in_manager_cache(path: str, cache_roots: set[str] | None = None) -> bool:
     The default cache root is `<cache dir>/blueprint-manager`; the standalone
     manager may use another root (`-z`), passed in `cache_roots`.
     """
+    # Every process is tested, and almost none has a `svc-` directory.
+    if "/svc-" not in path:
+        return False
     directory = posixpath.dirname(path)
     while directory not in ("", "/"):
         if _SVC_LABEL.match(posixpath.basename(directory)):

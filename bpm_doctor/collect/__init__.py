@@ -17,7 +17,7 @@ from bpm_doctor.collect.processes import ProcessCache, collect_processes
 from bpm_doctor.collect.sockets import collect_listeners
 from bpm_doctor.collect.units import UNIT_DIRECTORIES, collect_units
 from bpm_doctor.config import Config
-from bpm_doctor.diagnose.view import HostView, build, manager_sites
+from bpm_doctor.diagnose.view import HostView, build, build_managers_and_units, manager_sites
 from bpm_doctor.model import Snapshot
 from bpm_doctor.readfile import read_regular_file
 
@@ -37,7 +37,7 @@ def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str
     snapshot = Snapshot(arch=platform.machine() or None, source="host")
     collect_processes(snapshot, proc_root, process_cache)
     collect_units(snapshot, config.instance_binaries, unit_roots)
-    _collect_unit_references(snapshot, build(snapshot, config))
+    _collect_unit_references(snapshot, build_managers_and_units(snapshot, config))
     # A second view: the unit environment files just read can change a
     # manager unit's HOME or cache dir, and so where its files are.
     view = build(snapshot, config)

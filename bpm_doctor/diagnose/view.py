@@ -19,6 +19,11 @@ from bpm_doctor.model import Process, Snapshot, Unit
 _SHELLS = {"bash", "sh", "dash", "zsh", "fish", "ksh", "tcsh", "csh", "sshd", "login", "su", "sudo", "nohup"}
 _CRON = {"cron", "crond", "anacron"}
 _CONTAINER_PARENTS = ("containerd-shim", "containerd-shim-runc-v2", "docker-containerd-shim", "conmon", "runc")
+# How many ancestors a walk up the parent chain looks at. Every instance and
+# every process with blueprint coordinates is walked, so without a limit a
+# chain of thousands of nested processes costs time quadratic in its depth.
+# Real launch chains (unit, shell, sudo, tmux, cargo) are a few levels deep.
+MAX_ANCESTORS = 64
 _CONTAINER_CGROUP = re.compile(r"(^|/)(docker-[0-9a-f]+\.scope|libpod-[0-9a-f]+\.scope|docker|kubepods[^/]*|containerd)(/|$)")
 
 
@@ -61,16 +66,18 @@ class HostView:
     descendants: list[int] = field(default_factory=list)
     units: dict[str, UnitInfo] = field(default_factory=dict)
     cache_roots: set[str] = field(default_factory=set)
+    fork_copies: set[int] = field(default_factory=set)
 
     def process(self, pid: int) -> Process | None:
         return self.snapshot.processes.get(pid)
 
     def ancestors(self, pid: int) -> list[Process]:
-        """Return the live ancestors of a process, nearest first, stopping before PID 1."""
+        """Return up to MAX_ANCESTORS live ancestors of a process, nearest first, stopping before PID 1."""
         chain: list[Process] = []
         seen = {pid}
         current = self.snapshot.processes.get(pid)
-        while current is not None and current.ppid not in (0, 1) and current.ppid not in seen:
+        while current is not None and current.ppid not in (0, 1) and current.ppid not in seen \
+                and len(chain) < MAX_ANCESTORS:
             seen.add(current.ppid)
             current = self.snapshot.processes.get(current.ppid)
             if current is not None:
@@ -96,14 +103,25 @@ def cgroup_unit(cgroup: str | None) -> str | None:
 
 def build(snapshot: Snapshot, config: Config) -> HostView:
     """Classify every process and unit of a snapshot."""
-    view = HostView(snapshot, config)
-    _classify_managers(view)
-    _classify_units(view)
+    view = build_managers_and_units(snapshot, config)
     _classify_instances(view)
     for info in view.units.values():
         main_pid = info.state.main_pid
         if info.kind is None and main_pid in view.instances:
             info.kind = "direct-run"
+    return view
+
+
+def build_managers_and_units(snapshot: Snapshot, config: Config) -> HostView:
+    """Classify the manager daemons and the units, and leave `instances` empty.
+
+    This is the part of `build` that says which units to read files for,
+    and it costs a fraction of the whole on a host with many processes.
+    """
+    view = HostView(snapshot, config)
+    view.fork_copies = {pid for pid, process in snapshot.processes.items() if is_fork_copy(snapshot, process)}
+    _classify_managers(view)
+    _classify_units(view)
     return view
 
 
@@ -122,7 +140,7 @@ def is_fork_copy(snapshot: Snapshot, process: Process) -> bool:
 
 def _classify_managers(view: HostView) -> None:
     for pid, process in sorted(view.snapshot.processes.items()):
-        if is_fork_copy(view.snapshot, process):
+        if pid in view.fork_copies:
             continue
         kind = identify.manager_kind(process.exe or (process.argv[0] if process.argv else ""), process.argv)
         if kind == "daemon":
@@ -214,18 +232,15 @@ def _numeric(value: str | None) -> bool:
 
 def _classify_instances(view: HostView) -> None:
     manager_cgroups = {info.state.name for info in view.units.values() if info.kind == "manager"}
-    candidates = [
-        process for pid, process in sorted(view.snapshot.processes.items())
-        if pid not in view.managers and pid not in view.manager_commands
-    ]
-    fork_copies = {process.pid for process in candidates if is_fork_copy(view.snapshot, process)}
+    excluded = set(view.managers) | set(view.manager_commands)
+    candidates = [process for pid, process in sorted(view.snapshot.processes.items()) if pid not in excluded]
     # Strong evidence first, so that the environment-only test below can
     # tell an instance from a helper that inherited an instance's variables.
     for process in candidates:
-        if process.pid not in fork_copies and _has_instance_signature(view, process):
+        if process.pid not in view.fork_copies and _has_instance_signature(view, process):
             view.instances[process.pid] = _instance_info(view, process)
     for process in candidates:
-        if process.pid not in view.instances and process.pid not in fork_copies \
+        if process.pid not in view.instances and process.pid not in view.fork_copies \
                 and _has_instance_environment(view, process, manager_cgroups):
             view.instances[process.pid] = _instance_info(view, process)
     for process in candidates:
@@ -242,15 +257,15 @@ def _carries_service_environment(process: Process) -> bool:
 
 def _has_instance_signature(view: HostView, process: Process) -> bool:
     """Apply the tests that need no environment-only guess: `run` with coordinates, cache path, configured name."""
-    argv = list(process.argv)
-    if process.exe:
-        argv = [process.exe] + argv[1:] if argv else [process.exe]
-    if not argv:
+    executable = process.exe or (process.argv[0] if process.argv else "")
+    if not executable:
         return False
-    env = process.env
-    if identify.has_run_subcommand(argv) and identify.has_coordinates(argv, env):
+    # has_run_subcommand and has_coordinates look at argv[1:] only, so the
+    # process's own argv serves with the executable path standing for argv[0].
+    argv = process.argv or [executable]
+    if identify.has_run_subcommand(argv) and identify.has_coordinates(argv, process.env):
         return True
-    if posixpath.isabs(argv[0]) and identify.in_manager_cache(argv[0], view.cache_roots):
+    if posixpath.isabs(executable) and identify.in_manager_cache(executable, view.cache_roots):
         return True
     return process.exe_name in view.config.instance_binaries
 

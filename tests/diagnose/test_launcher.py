@@ -3,7 +3,7 @@
 import pytest
 
 from bpm_doctor import snapshot
-from bpm_doctor.diagnose.view import build, cgroup_unit
+from bpm_doctor.diagnose.view import MAX_ANCESTORS, build, cgroup_unit
 from bpm_doctor.config import Config
 
 INSTANCE = "#=== proc 500\nppid: {ppid}\ncgroup: {cgroup}\nexe: /opt/q/quill\nargv: quill run\nenv: BLUEPRINT_ID=1\nenv: SERVICE_ID=2\n{extra}"
@@ -45,3 +45,16 @@ def test_cgroup_unit_takes_innermost():
     assert cgroup_unit("/bpm-ci/payload/system.slice/foo.service") == "foo.service"
     assert cgroup_unit("/") is None
     assert cgroup_unit(None) is None
+
+
+def test_ancestor_walk_stops_at_the_limit():
+    # A chain of nested shells far deeper than any real launch chain.
+    depth = 5 * MAX_ANCESTORS
+    parents = "".join(f"#=== proc {1000 + level}\nppid: {999 + level}\nexe: /usr/bin/bash\nargv: bash\n"
+                      for level in range(1, depth + 1))
+    parsed = snapshot.parse(parents + INSTANCE.format(ppid=1000 + depth, cgroup="/", extra=""))
+    view = build(parsed, Config())
+    ancestors = view.ancestors(500)
+    assert len(ancestors) == MAX_ANCESTORS
+    assert ancestors[0].pid == 1000 + depth
+    assert view.instances[500].launcher == "shell"
