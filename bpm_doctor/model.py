@@ -38,6 +38,8 @@ class Process:
     `env` holds only the variables listed in `bpm_doctor.redact.KEPT_ENVIRONMENT`;
     every other value was dropped when it was read. `unreadable` names the
     attributes (`environ`, `exe`, `cwd`, `cgroup`) that could not be read.
+    `uid` is the owner of the process's /proc files: its effective uid, or
+    root for a process that is not dumpable (proc(5)).
     """
 
     pid: int

@@ -61,6 +61,11 @@ _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>[^\s\"'<>]*)"
 _LONG_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{48,}\b")
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/_=-]{40,}")
 _ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re.DOTALL)
+# The shortest text the patterns above can change: a URL needs "://", and
+# _LONG_TOKEN, the shorter of the two runs, needs 40 characters.
+_SHORTEST_TOKEN_RUN = 40
+# For str patterns, \s is what str.isspace() calls whitespace.
+_WHITESPACE = re.compile(r"\s")
 
 
 def is_secret_name(name: str) -> bool:
@@ -125,6 +130,10 @@ def redact_urls(text: str) -> str:
 
 def redact_token(token: str) -> str:
     """Redact secret-looking parts of one free-text token (URLs, long hex, long base64)."""
+    # Most argv words are short and contain no URL, and none of the three
+    # substitutions below can change them.
+    if len(token) < _SHORTEST_TOKEN_RUN and "://" not in token:
+        return token
     token = redact_urls(token)
     token = _LONG_HEX.sub(REDACTED, token)
     if REDACTED not in token:
@@ -184,7 +193,7 @@ def redact_argv(argv: list[str]) -> list[str]:
 
 
 def _has_whitespace(word: str) -> bool:
-    return any(character.isspace() for character in word)
+    return _WHITESPACE.search(word) is not None
 
 
 def redact_assignment(name: str, value: str) -> str:

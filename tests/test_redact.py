@@ -1,6 +1,7 @@
 """Secret values never survive redaction."""
 
 import pytest
+from hypothesis import given, strategies as st
 
 from bpm_doctor import redact
 
@@ -81,3 +82,24 @@ def test_multiline_quoted_value_redacted_whole():
     redacted = redact.redact_file_text("/srv/settings.env", text)
     assert SECRET not in redacted
     assert redacted.splitlines()[2] == "BLUEPRINT_ID=4"
+
+
+def substitute_every_pattern(token: str) -> str:
+    """redact_token without its short-token shortcut."""
+    token = redact.redact_urls(token)
+    token = redact._LONG_HEX.sub(redact.REDACTED, token)
+    if redact.REDACTED not in token:
+        token = redact._LONG_TOKEN.sub(redact._keep_paths_only, token)
+    return token
+
+
+# Runs of 35 to 55 characters straddle both thresholds: 40 for a token, 48 for hex.
+token_runs = st.text(alphabet="0123456789abcdefABCDEFxyz", min_size=35, max_size=55)
+token_texts = st.lists(
+    st.one_of(token_runs, st.text(alphabet="0123456789abcdefxyz:/@?=_-+. \n", max_size=12)), max_size=4,
+).map("".join)
+
+
+@given(token_texts)
+def test_short_token_shortcut_changes_nothing(token):
+    assert redact.redact_token(token) == substitute_every_pattern(token)

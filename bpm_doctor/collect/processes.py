@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -41,7 +42,12 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _READ_SIZE = 16384
 _ENCODING = sys.getfilesystemencoding()
 _ENCODING_ERRORS = sys.getfilesystemencodeerrors()
-_KEPT_NAMES = frozenset(name.encode() for name in redact.KEPT_ENVIRONMENT)
+# A NUL, then one kept `NAME=value` entry of an environ block. Starting
+# with the NUL lets the regular expression engine skip to NUL bytes, which
+# is several times faster than a lookbehind tried at every byte.
+_KEPT_ENTRY = re.compile(
+    rb"\0(" + b"|".join(re.escape(name.encode()) for name in redact.KEPT_ENVIRONMENT) + rb")=([^\0]*)"
+)
 # A process that execs again while it is being read is read again this many times.
 _MAX_READ_ATTEMPTS = 3
 # Zombie and dead: the process has exited and is not reported.
@@ -109,7 +115,7 @@ class ProcessCache:
     - cwd: it is used only to resolve relative paths from argv and the
       environment, which the process resolved when it started, so the cwd
       seen first, closest to the exec, is the better base for them;
-    - uid: a setuid() without exec is not seen; no check uses the uid, and
+    - uid: a setuid() without exec is not seen. No check uses the uid, and
       a one-shot check or snapshot reads every process afresh.
 
     `forget(pid)` may be called from another thread, such as the exec event
@@ -162,7 +168,6 @@ def collect_processes(snapshot: Snapshot, proc_root: str = "/proc", cache: Proce
     known_cgroups = _known_cgroups(cache, proc_root, len(pids))
     for pid in pids:
         entry = previous.get(pid)
-        stat = None
         if entry is not None:
             stat, process = _reuse_entry(pid, proc_root, entry, snapshot, known_cgroups)
             if stat is None:
@@ -174,7 +179,7 @@ def collect_processes(snapshot: Snapshot, proc_root: str = "/proc", cache: Proce
                     snapshot.processes[pid] = process
                 continue
         cache.full_reads += 1
-        process, new_entry = _read_process(pid, proc_root, snapshot, stat, cache.boot_time, known_cgroups)
+        process, new_entry = _read_process(pid, proc_root, snapshot, cache.boot_time, known_cgroups)
         if new_entry is not None:
             current[pid] = new_entry
         if process is not None:
@@ -265,6 +270,12 @@ def _reuse_entry(pid: int, proc_root: str, entry: _Entry, snapshot: Snapshot,
     return stat, process
 
 
+def read_process(pid: int, proc_root: str = "/proc") -> Process | None:
+    """Read one process in full, as a scan without cache does; None when gone, a kernel thread or a zombie."""
+    process, _entry = _read_process(pid, proc_root, Snapshot(), None, _NO_CGROUPS)
+    return process
+
+
 def _pids(proc_root: str) -> list[int]:
     try:
         return sorted(int(name) for name in os.listdir(proc_root) if name.isdigit())
@@ -309,12 +320,12 @@ def _parse_stat(data: bytes) -> ProcStat | None:
     close = data.rfind(b")")
     comm = data[data.find(b"(") + 1:close]
     fields = data[close + 2:].split()
+    # Positional arguments and a literal tuple: every scan parses every
+    # process's stat, and keywords and unpacking cost about 30 % more here.
     try:
         return ProcStat(
-            state=fields[0],
-            ppid=int(fields[1]), pgid=int(fields[2]), sid=int(fields[3]), flags=int(fields[6]),
-            start_ticks=int(fields[19]),
-            exec_mark=(comm, *fields[23:26], *fields[45:49]),
+            fields[0], int(fields[1]), int(fields[2]), int(fields[3]), int(fields[6]), int(fields[19]),
+            (comm, fields[23], fields[24], fields[25], fields[45], fields[46], fields[47], fields[48]),
         )
     except (IndexError, ValueError):
         return None
@@ -399,14 +410,16 @@ def parse_environ(data: bytes) -> dict[str, str]:
     and entries without a name, the last of two equal names winning. Only
     names in redact.KEPT_ENVIRONMENT are decoded at all.
     """
-    kept: dict[str, str] = {}
-    entries = data.split(b"\0")
-    for entry in entries[:-1]:
-        if not entry:
-            break
-        equals = entry.find(b"=")
-        if equals > 0 and entry[:equals] in _KEPT_NAMES:
-            kept[_decode(entry[:equals])] = _decode(entry[equals + 1:])
+    # An empty entry ends the block, and an unterminated last entry is
+    # dropped: cut after the last NUL that ends an entry. An entry whose
+    # name is not kept is never decoded.
+    end = data.find(b"\0\0")
+    if end >= 0:
+        data = data[:end + 1]
+    if data.startswith(b"\0"):
+        return {}
+    data = data[:data.rfind(b"\0") + 1]
+    kept = {_decode(name): _decode(value) for name, value in _KEPT_ENTRY.findall(b"\0" + data)}
     return redact.filter_environment(kept)
 
 
@@ -424,17 +437,6 @@ def _exists(path: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def _uid_from_status(data: bytes) -> int | None:
-    """Return the real uid, the first number of the `Uid:` line of /proc/PID/status."""
-    start = data.find(b"\nUid:")
-    if start < 0:
-        return None
-    try:
-        return int(data[start + 5:data.find(b"\n", start + 5)].split()[0])
-    except (IndexError, ValueError):
-        return None
 
 
 def _boot_time(proc_root: str) -> float | None:
@@ -459,14 +461,18 @@ def _iso(timestamp: float) -> str:
 class _Reader:
     """One full read of one process: attribute reads with psutil-compatible error handling."""
 
-    def __init__(self, pid: int, proc_root: str):
+    __slots__ = ("pid", "proc_root", "base", "stat_fd", "unreadable", "read_errors")
+
+    def __init__(self, pid: int, proc_root: str, stat_fd: int):
         self.pid = pid
+        self.proc_root = proc_root
         self.base = f"{proc_root}/{pid}"
+        self.stat_fd = stat_fd
         self.unreadable: set[str] = set()
         self.read_errors: list[str] = []
 
-    def attribute(self, name: str, reader, path: str):
-        """Return reader(path), or None after recording why the attribute could not be read.
+    def attribute(self, name: str, reader):
+        """Return reader(path of `name`), or None after recording why it could not be read.
 
         PermissionError is a blind spot and counts as `permission-denied:NAME`,
         except for PID 1: init is never an instance, and this machine type's
@@ -474,7 +480,7 @@ class _Reader:
         the closing stat read decides whether it is gone.
         """
         try:
-            return reader(f"{self.base}/{path}")
+            return reader(f"{self.base}/{name}")
         except PermissionError:
             self.unreadable.add(name)
             if self.pid != 1:
@@ -484,29 +490,46 @@ class _Reader:
         return None
 
 
-def _read_process(pid: int, proc_root: str, snapshot: Snapshot, stat: ProcStat | None,
-                  boot_time: float | None, known_cgroups: _KnownCgroups) -> tuple[Process | None, _Entry | None]:
+def _read_process(pid: int, proc_root: str, snapshot: Snapshot, boot_time: float | None,
+                  known_cgroups: _KnownCgroups) -> tuple[Process | None, _Entry | None]:
     """Read a process in full; returns the process (None when gone or skipped) and its cache entry.
 
-    `stat` is a stat already read in this scan, or None. The read is repeated
-    when the closing stat read shows an exec during it; a process still
-    changing after `_MAX_READ_ATTEMPTS` reads is reported but not cached.
+    Stat is read first and last through one open file. The file stays bound
+    to the process it was opened for: once that process is gone, a read
+    fails with ESRCH, even when its pid already names a new process. So the
+    closing read both rejects a pid reused during the read and, through the
+    exec mark, shows an exec during it. The read is repeated after an exec;
+    a process still changing after `_MAX_READ_ATTEMPTS` reads is reported
+    but not cached.
     """
+    try:
+        stat_fd = os.open(f"{proc_root}/{pid}/stat", _OPEN_FLAGS)
+    except OSError:
+        snapshot.add_read_error("vanished")
+        return None, None
+    try:
+        return _read_process_through(pid, proc_root, stat_fd, snapshot, boot_time, known_cgroups)
+    finally:
+        os.close(stat_fd)
+
+
+def _read_process_through(pid: int, proc_root: str, stat_fd: int, snapshot: Snapshot, boot_time: float | None,
+                          known_cgroups: _KnownCgroups) -> tuple[Process | None, _Entry | None]:
+    stat = _reread_stat(stat_fd)
     for _attempt in range(_MAX_READ_ATTEMPTS):
         if stat is None:
-            stat = _read_stat(pid, proc_root)
-            if stat is None:
-                snapshot.add_read_error("vanished")
-                return None, None
+            snapshot.add_read_error("vanished")
+            return None, None
         if stat.kernel_thread or stat.exited:
             return None, _Entry(stat.start_ticks, stat.exec_mark, skipped=True)
-        process, reader, cmdline_denied = _read_attributes(pid, proc_root, stat, boot_time, known_cgroups)
+        reader = _Reader(pid, proc_root, stat_fd)
+        process, cmdline_denied = _read_attributes(reader, stat, boot_time, known_cgroups)
         if cmdline_denied:
             # Without argv nothing else about the process is worth reading;
             # this keeps the behaviour of the psutil-based reader.
             snapshot.add_read_error("permission-denied:cmdline")
             return process, None
-        closing = _read_stat(pid, proc_root)
+        closing = _reread_stat(stat_fd)
         if closing is None or closing.start_ticks != stat.start_ticks:
             # Gone, or the pid was freed and reused during the read: the
             # attributes may mix two processes, so none is kept.
@@ -527,27 +550,45 @@ def _read_process(pid: int, proc_root: str, snapshot: Snapshot, stat: ProcStat |
     return process, None
 
 
-def _read_attributes(pid: int, proc_root: str, stat: ProcStat, boot_time: float | None,
-                     known_cgroups: _KnownCgroups) -> tuple[Process, _Reader, bool]:
-    """Read argv, uid, exe, cwd, environ and cgroup; returns (process, reader, cmdline denied)."""
-    reader = _Reader(pid, proc_root)
+def _reread_stat(stat_fd: int) -> ProcStat | None:
+    """Read stat again from offset 0, where procfs formats it afresh; None when gone or malformed."""
+    try:
+        data = os.pread(stat_fd, _READ_SIZE, 0)
+    except OSError:
+        return None
+    return _parse_stat(data)
+
+
+def _owner(stat_fd: int) -> int | None:
+    """Return the owner of /proc/PID/stat: the effective uid, or root for a process that is not dumpable.
+
+    proc(5) gives both rules. An fstat of the file already open costs far
+    less than reading /proc/PID/status, the largest file of a full read.
+    """
+    try:
+        return os.fstat(stat_fd).st_uid
+    except OSError:
+        return None
+
+
+def _read_attributes(reader: _Reader, stat: ProcStat, boot_time: float | None,
+                     known_cgroups: _KnownCgroups) -> tuple[Process, bool]:
+    """Read argv, uid, exe, cwd, environ and cgroup; returns (process, cmdline denied)."""
+    pid = reader.pid
     process = Process(pid=pid, ppid=stat.ppid, pgid=stat.pgid, sid=stat.sid, unreadable=reader.unreadable)
     try:
         process.argv = redact.redact_argv(parse_cmdline(_read_bytes(f"{reader.base}/cmdline")))
     except PermissionError:
         reader.unreadable.add("cmdline")
-        return process, reader, True
+        return process, True
     except OSError:
         process.argv = []
-    try:
-        process.uid = _uid_from_status(_read_bytes(f"{reader.base}/status"))
-    except OSError:
-        process.uid = None
+    process.uid = _owner(reader.stat_fd)
     if boot_time is not None:
         process.start = _iso(boot_time + stat.start_ticks / _CLOCK_TICKS)
-    process.exe = reader.attribute("exe", _readlink, "exe") or None
-    process.cwd = reader.attribute("cwd", _readlink, "cwd") or None
-    environ = reader.attribute("environ", _read_bytes, "environ")
+    process.exe = reader.attribute("exe", _readlink) or None
+    process.cwd = reader.attribute("cwd", _readlink) or None
+    environ = reader.attribute("environ", _read_bytes)
     process.env = parse_environ(environ) if environ else {}
-    process.cgroup = known_cgroups.cgroup(pid, stat) or read_cgroup(pid, proc_root)
-    return process, reader, False
+    process.cgroup = known_cgroups.cgroup(pid, stat) or read_cgroup(pid, reader.proc_root)
+    return process, False

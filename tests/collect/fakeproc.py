@@ -1,9 +1,12 @@
 """A fake /proc tree under a temporary directory, for the process collector's unit tests.
 
 Only the files the collector reads are written: PID/{stat,cmdline,environ,
-status,cgroup}, the exe and cwd links, /stat with btime, and self/{cgroup,
+cgroup}, the exe and cwd links, /stat with btime, and self/{cgroup,
 mountinfo}. Without mountinfo entries the cgroup hierarchy walk finds no
-mount and the collector reads PID/cgroup per process.
+mount and the collector reads PID/cgroup per process. The collector takes
+the uid from the owner of PID/stat, as procfs sets it; only root can give
+the file another owner, so under another user every fake process has that
+user's uid.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ class FakeProc:
         (directory / "cmdline").write_bytes(b"".join(word.encode() + b"\0" for word in process.argv))
         (directory / "environ").write_bytes(
             b"".join(f"{name}={value}".encode() + b"\0" for name, value in process.environ.items()))
-        (directory / "status").write_text(f"Name:\t{process.comm}\nUid:\t{process.uid}\t{process.uid}\t"
-                                          f"{process.uid}\t{process.uid}\nGid:\t0\t0\t0\t0\n")
+        if os.geteuid() == 0:
+            os.chown(directory / "stat", process.uid, -1)
         (directory / "cgroup").write_text(process.cgroup)
         for name in ("exe", "cwd"):
             link = directory / name

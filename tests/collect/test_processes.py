@@ -15,6 +15,7 @@ import time
 
 import psutil
 import pytest
+from hypothesis import given, strategies as st
 
 from bpm_doctor import redact
 from bpm_doctor.collect import cgroups, processes
@@ -47,7 +48,7 @@ def test_full_read_fields(fake):
     assert process.argv == ["/opt/quill/quill-operator", "run"]
     assert process.exe == "/opt/quill/quill-operator"
     assert process.cwd == "/srv/quill"
-    assert process.uid == 1000
+    assert process.uid == (1000 if os.geteuid() == 0 else os.geteuid())
     assert process.cgroup == "/user.slice/user-1000.slice/session-3.scope"
     assert process.env == {"BLUEPRINT_ID": "9321", "SERVICE_ID": "1"}
     expected_start = time.gmtime(BOOT_TIME + 12_345 // os.sysconf("SC_CLK_TCK"))
@@ -322,6 +323,31 @@ def test_parse_environ_filters(data, expected):
     assert parse_environ(data) == expected
 
 
+def split_environ_block(data: bytes) -> dict[str, str]:
+    """psutil.parse_environ_block's rules, entry by entry, as a slow reference."""
+    kept = {}
+    for entry in data.split(b"\0")[:-1]:
+        if not entry:
+            break
+        name, equals, value = entry.partition(b"=")
+        if equals and name in {kept_name.encode() for kept_name in redact.KEPT_ENVIRONMENT}:
+            kept[name.decode()] = value.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+    return redact.filter_environment(kept)
+
+
+# Blocks built from kept names, near misses and the bytes that delimit entries.
+environ_pieces = st.sampled_from([
+    b"BLUEPRINT_ID=1\0", b"SERVICE_ID=2\0", b"TEST_MODE=true\0", b"HOME=/root\0", b"PATH=/bin\0",
+    b"BLUEPRINT_ID", b"SERVICE_ID", b"TEST_MODE", b"HOME", b"XHOME", b"SERVICE_ID_X", b"=", b"\0", b"\0\0",
+    b"1", b"true", b"/root", b"\xff", b"a=b",
+])
+
+
+@given(st.lists(environ_pieces, max_size=24).map(b"".join))
+def test_parse_environ_matches_split_reference(data):
+    assert parse_environ(data) == split_environ_block(data)
+
+
 # The cgroup hierarchy walk
 
 
@@ -427,7 +453,7 @@ def reference_process(pid: int) -> dict:
     with handle.oneshot():
         return {
             "ppid": handle.ppid(),
-            "uid": handle.uids().real,
+            "uid": handle.uids().effective,
             "exe": handle.exe() or None,
             "cwd": handle.cwd() or None,
             "environ": handle.environ(),
@@ -457,7 +483,8 @@ def test_direct_reader_matches_psutil(tmp_path):
             assert process.ppid == expected["ppid"], pid
             assert process.exe == expected["exe"], pid
             assert process.cwd == expected["cwd"], pid
-            assert process.uid == expected["uid"], pid
+            # proc(5): the effective uid, or root when the process is not dumpable.
+            assert process.uid in (expected["uid"], 0), pid
             if "environ" not in process.unreadable:
                 assert process.env == redact.filter_environment(expected["environ"]), pid
             compared += 1
