@@ -157,7 +157,7 @@ class Daemon:
             return str(error)
         self.exec_watcher = exec_events.ExecWatcher(
             sock, self._scan_after_event, watched_pids=self.scanner.watched_pids,
-            on_exec=self.scanner.process_cache.forget,
+            on_exec=self.scanner.process_cache.forget, matters=self.scanner.exec_matters,
         )
         self.exec_watcher.start()
         return None

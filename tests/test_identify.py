@@ -111,3 +111,23 @@ def test_in_manager_cache_accepts_configured_roots():
     assert identify.in_manager_cache("/root/.cache/blueprint-manager/svc-1-2/bin")
     assert not identify.in_manager_cache("/var/cache/bpm/svc-1-2/bin")
     assert identify.in_manager_cache("/var/cache/bpm/svc-1-2/bin", {"/var/cache/bpm"})
+
+
+@pytest.mark.parametrize("executable, argv, environment, expected", [
+    ("/usr/bin/sleep", ["sleep", "30"], {}, False),
+    ("/usr/bin/sleep", ["sleep", "30"], {"HOME": "/root", "TEST_MODE": "true"}, False),
+    ("/usr/bin/sleep", ["sleep", "30"], {"BLUEPRINT_ID": "1"}, True),
+    ("/usr/bin/sleep", ["sleep", "30"], {"BRIDGE_SOCKET_PATH": "/run/x.sock"}, True),
+    ("/opt/q/quill", ["quill", "run", "--service-id", "3"], {}, True),
+    ("/usr/local/bin/cargo-tangle", ["cargo-tangle", "blueprint", "run"], {}, True),
+    ("/usr/local/bin/cargo-tangle", ["cargo-tangle", "blueprint", "service", "spawn"], {}, True),
+    ("/usr/local/bin/cargo-tangle", ["cargo-tangle", "blueprint", "deploy"], {}, False),
+    ("/root/.cache/blueprint-manager/svc-1-2/quill", ["quill"], {}, True),
+    ("/opt/q/quill (deleted)", ["quill"], {}, False),
+])
+def test_may_be_blueprint_process(executable, argv, environment, expected):
+    assert identify.may_be_blueprint_process(executable, argv, environment) is expected
+
+
+def test_may_be_blueprint_process_knows_configured_names():
+    assert identify.may_be_blueprint_process("/opt/q/quill (deleted)", ["quill"], {}, {"quill"})

@@ -5,8 +5,9 @@ per fork, exec and exit on the host. `open_listener` subscribes to it.
 `ExecWatcher`, a thread of `bpm-doctor serve`, calls its `trigger` (a scan)
 when a process execs. The scan comes at least `DEBOUNCE_SECONDS` after the
 first exec of a burst, so the shell's fork, exec and the program's own exec
-all land in one scan, and at most once per `MIN_GAP_SECONDS`. A burst whose
-processes have all exited by then is skipped. The exit of a
+all land in one scan, and at most once per `MIN_GAP_SECONDS`. A burst is
+skipped when none of its processes both still runs and could be a
+blueprint process (the daemon passes `Scanner.exec_matters`). The exit of a
 process the last scan counted as an instance or manager triggers a scan the
 same way, so its findings clear as fast. The interval scans go on
 regardless, so a lost event only delays a finding until the next one.
@@ -210,14 +211,17 @@ class ExecWatcher(threading.Thread):
     pids whose exit also triggers (the last scan's instances and managers).
     `on_exec(pid)` is called for every exec, such as ProcessCache.forget. An
     exec by a child of this daemon (systemctl started by a scan) is ignored.
-    So is one whose process has exited by the time the scan is due, because
-    the scan could not see it: on a busy host most execs are short commands,
-    and this keeps them from costing a scan each second.
+    When the scan is due, `matters(pid)` decides for each exec'd process
+    whether it is worth the scan. The default takes any process that still
+    runs, because one that exited cannot be seen. On a busy host most execs
+    are short commands or unrelated programs, and this keeps them from
+    costing a scan each second. The next interval scan reads them anyway.
     """
 
     def __init__(self, sock: socket.socket, trigger: Callable[[], None],
                  watched_pids: Callable[[], set[int]] = set,
                  on_exec: Callable[[int], None] | None = None,
+                 matters: Callable[[int], bool] | None = None,
                  debounce_seconds: float = DEBOUNCE_SECONDS, min_gap_seconds: float = MIN_GAP_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic):
         super().__init__(name="exec-events", daemon=True)
@@ -225,6 +229,7 @@ class ExecWatcher(threading.Thread):
         self.trigger = trigger
         self.watched_pids = watched_pids
         self.on_exec = on_exec
+        self.matters = matters
         self.debounce_seconds = debounce_seconds
         self.min_gap_seconds = min_gap_seconds
         self._monotonic = monotonic
@@ -259,9 +264,9 @@ class ExecWatcher(threading.Thread):
                                    fallback="interval scans only")
 
     def _fire(self) -> None:
-        """Scan when the burst left a live process or a watched pid exited; otherwise skip."""
-        live = any(_is_live(pid) for pid in self._pending_execs)
-        needed = live or self._watched_exit
+        """Scan when the burst left a process that matters or a watched pid exited; otherwise skip."""
+        matters = self.matters or _is_live
+        needed = self._watched_exit or any(matters(pid) for pid in self._pending_execs)
         self._due = None
         self._pending_execs.clear()
         self._watched_exit = False

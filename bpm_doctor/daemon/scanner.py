@@ -14,8 +14,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 
-from bpm_doctor import log, redact
-from bpm_doctor.collect.processes import ProcessCache
+from bpm_doctor import identify, log, redact
+from bpm_doctor.collect.processes import ProcessCache, read_process
 from bpm_doctor.config import Config
 from bpm_doctor.daemon import events
 from bpm_doctor.model import Severity, Snapshot
@@ -134,6 +134,21 @@ class Scanner:
             scan_failures_total=self.state.scan_failures_total,
             check_failures_total=self.state.check_failures_total + failures,
         )
+
+    def exec_matters(self, pid: int) -> bool:
+        """Return True when a process that just exec'd could change the findings; safe from any thread.
+
+        A process whose environment cannot be read counts, because its
+        coordinates cannot be ruled out.
+        """
+        process = read_process(pid)
+        if process is None:
+            return False
+        if "environ" in process.unreadable:
+            return True
+        executable = process.exe or (process.argv[0] if process.argv else "")
+        return identify.may_be_blueprint_process(executable, process.argv, process.env,
+                                                 self.config.instance_binaries)
 
     def watched_pids(self) -> set[int]:
         """Return the pids of the instances and managers in the last result; safe from any thread."""

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bpm_doctor import serve
 from bpm_doctor.config import Config
 from bpm_doctor.daemon import exec_events
+from bpm_doctor.daemon.scanner import Scanner
 from bpm_doctor.daemon.exec_events import (
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
@@ -125,6 +126,30 @@ def test_exec_triggers_after_debounce(monkeypatch):
     assert forgotten == [500, 500]
     assert len(triggers) == 1
     assert triggers[0] == pytest.approx(100.0 + exec_events.DEBOUNCE_SECONDS)
+
+
+@pytest.mark.live
+def test_scanner_counts_only_blueprint_execs(tmp_path):
+    scanner = Scanner(Config(), 60.0)
+    plain = subprocess.Popen(["sleep", "30"], env={"PATH": os.environ["PATH"], "HOME": "/root"})
+    instance = subprocess.Popen(["sleep", "30"], env={"PATH": os.environ["PATH"], "BLUEPRINT_ID": "9321",
+                                                      "SERVICE_ID": "1"})
+    try:
+        wait_for(lambda: _executed(plain.pid) and _executed(instance.pid), 5, "both sleeps to exec")
+        assert scanner.exec_matters(instance.pid) is True
+        assert scanner.exec_matters(plain.pid) is False
+    finally:
+        for child in (plain, instance):
+            child.kill()
+            child.wait()
+    assert scanner.exec_matters(instance.pid) is False
+
+
+def _executed(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/exe").endswith("/sleep")
+    except OSError:
+        return False
 
 
 def run_for(watcher: ExecWatcher, clock: FakeClock, seconds: float) -> None:
@@ -338,3 +363,25 @@ def _scraped(address: str) -> tuple[float] | None:
         return (hand_run_count(address),)
     except OSError:
         return None
+
+
+def test_exec_that_cannot_matter_skipped(monkeypatch):
+    clock = FakeClock()
+    sock = ScriptedSocket(clock)
+    triggers: list[float] = []
+    asked: list[int] = []
+
+    def matters(pid):
+        asked.append(pid)
+        return pid == 902
+
+    watcher = ExecWatcher(sock, lambda: triggers.append(clock.now), matters=matters, monotonic=clock)
+    monkeypatch.setattr(exec_events, "_parent_pid", lambda pid: 1)
+    sock.queue = [event_message(PROC_EVENT_EXEC, 901, 901)]
+    run_for(watcher, clock, 1)
+    assert triggers == []
+    assert watcher.skipped_scans == 1
+    sock.queue = [event_message(PROC_EVENT_EXEC, 901, 901), event_message(PROC_EVENT_EXEC, 902, 902)]
+    run_for(watcher, clock, 3)
+    assert len(triggers) == 1
+    assert 902 in asked
