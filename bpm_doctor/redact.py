@@ -66,6 +66,9 @@ _ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re
 _SHORTEST_TOKEN_RUN = 40
 # For str patterns, \s is what str.isspace() calls whitespace.
 _WHITESPACE = re.compile(r"\s")
+# A word that no rule of redact_argv changes: not a flag, no `=`, no
+# whitespace, no "://" (no colon at all) and shorter than the shortest run.
+_PLAIN_WORD = re.compile(r"(?!-)[A-Za-z0-9_/.,+@%~-]{0,39}")
 
 
 def is_secret_name(name: str) -> bool:
@@ -85,7 +88,7 @@ def keep_environment_value(name: str, value: str) -> str | None:
     shape = KEPT_ENVIRONMENT.get(name)
     if shape is None:
         return None
-    if shape is _PATH:
+    if shape is _PATH and "://" in value:
         value = redact_urls(value)
     if shape.match(value):
         return value
@@ -165,6 +168,9 @@ def redact_argv(argv: list[str]) -> list[str]:
         if hide_next:
             redacted.append(REDACTED)
             hide_next = False
+            continue
+        if _PLAIN_WORD.fullmatch(word):
+            redacted.append(word)
             continue
         if _has_whitespace(word):
             redacted.append(redact_free_text(word))

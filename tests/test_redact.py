@@ -1,5 +1,7 @@
 """Secret values never survive redaction."""
 
+import re
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -103,3 +105,22 @@ token_texts = st.lists(
 @given(token_texts)
 def test_short_token_shortcut_changes_nothing(token):
     assert redact.redact_token(token) == substitute_every_pattern(token)
+
+
+argv_words = st.one_of(
+    token_runs,
+    st.text(alphabet="abcXYZ019_/.,+@%~-=: \t", max_size=14),
+    st.sampled_from(["--private-key", "--password=x", "-k", "KEY=v", "SERVICE_ID=3", "http://u:p@h/x", "run"]),
+)
+
+
+@given(st.lists(argv_words, max_size=6))
+def test_plain_word_shortcut_changes_nothing(argv):
+    with_shortcut = redact.redact_argv(argv)
+    saved = redact._PLAIN_WORD
+    redact._PLAIN_WORD = re.compile(r"(?!)")
+    try:
+        without_shortcut = redact.redact_argv(argv)
+    finally:
+        redact._PLAIN_WORD = saved
+    assert with_shortcut == without_shortcut

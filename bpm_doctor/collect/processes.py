@@ -28,7 +28,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from bpm_doctor import redact
@@ -42,18 +41,32 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _READ_SIZE = 16384
 _ENCODING = sys.getfilesystemencoding()
 _ENCODING_ERRORS = sys.getfilesystemencodeerrors()
-# A NUL, then one kept `NAME=value` entry of an environ block. Starting
-# with the NUL lets the regular expression engine skip to NUL bytes, which
-# is several times faster than a lookbehind tried at every byte.
-_KEPT_ENTRY = re.compile(
-    rb"\0(" + b"|".join(re.escape(name.encode()) for name in redact.KEPT_ENVIRONMENT) + rb")=([^\0]*)"
-)
+
 # A process that execs again while it is being read is read again this many times.
 _MAX_READ_ATTEMPTS = 3
 # Zombie and dead: the process has exited and is not reported.
 _EXITED_STATES = (b"Z", b"X")
 # After a failed cgroup hierarchy walk, this many scans read /proc/PID/cgroup instead.
 _HIERARCHY_RETRY_SCANS = 20
+
+
+def _kept_entry_pattern(names) -> re.Pattern[bytes]:
+    """Return a pattern for a NUL, then one `NAME=value` environ entry whose NAME is in `names`.
+
+    Starting with the NUL lets the engine skip ahead to NUL bytes. The names
+    are grouped by their first letter, so that at each NUL the engine tests
+    one letter per group rather than every name in turn. On a 1.3 kB block
+    that took 1.7 µs instead of 2.7 µs here.
+    """
+    groups: dict[bytes, list[bytes]] = {}
+    for name in sorted(names):
+        encoded = name.encode()
+        groups.setdefault(encoded[:1], []).append(re.escape(encoded[1:]))
+    alternatives = b"|".join(re.escape(first) + b"(?:" + b"|".join(rests) + b")" for first, rests in groups.items())
+    return re.compile(rb"\0(" + alternatives + rb")=([^\0]*)")
+
+
+_KEPT_ENTRY = _kept_entry_pattern(redact.KEPT_ENVIRONMENT)
 
 
 class ProcStat(NamedTuple):
@@ -82,8 +95,7 @@ class ProcStat(NamedTuple):
         return self.state in _EXITED_STATES
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     """The result of a full read of one process, reused while its stat shows no exec."""
 
     start_ticks: int
@@ -418,7 +430,8 @@ def parse_environ(data: bytes) -> dict[str, str]:
         data = data[:end + 1]
     if data.startswith(b"\0"):
         return {}
-    data = data[:data.rfind(b"\0") + 1]
+    if not data.endswith(b"\0"):
+        data = data[:data.rfind(b"\0") + 1]
     kept = {_decode(name): _decode(value) for name, value in _KEPT_ENTRY.findall(b"\0" + data)}
     return redact.filter_environment(kept)
 
@@ -455,7 +468,7 @@ def _boot_time(proc_root: str) -> float | None:
 
 
 def _iso(timestamp: float) -> str:
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(timestamp)[:6]
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 class _Reader:
