@@ -63,7 +63,7 @@ _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/_=-]{40,}")
 _ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re.DOTALL)
 # The shortest text the patterns above can change: a URL needs "://", and
 # _LONG_TOKEN, the shorter of the two runs, needs 40 characters.
-_SHORTEST_TOKEN_RUN = 40
+_MIN_REDACTABLE_LENGTH = 40
 # For str patterns, \s is what str.isspace() calls whitespace.
 _WHITESPACE = re.compile(r"\s")
 # A word that no rule of redact_argv changes: not a flag, no `=`, no
@@ -135,7 +135,7 @@ def redact_token(token: str) -> str:
     """Redact secret-looking parts of one free-text token (URLs, long hex, long base64)."""
     # Most argv words are short and contain no URL, and none of the three
     # substitutions below can change them.
-    if len(token) < _SHORTEST_TOKEN_RUN and "://" not in token:
+    if len(token) < _MIN_REDACTABLE_LENGTH and "://" not in token:
         return token
     token = redact_urls(token)
     token = _LONG_HEX.sub(REDACTED, token)

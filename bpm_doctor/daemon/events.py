@@ -5,9 +5,17 @@ the same problem seen again in the next scan is not logged again, and a
 finding whose objects changed (another pid, another path) counts as one
 cleared and one appeared. Evidence is never logged, because it may hold
 argv; summaries are redacted when the finding is made.
+
+A host where hand-run processes come and go by the hundred would otherwise
+log thousands of lines a minute. `EventBudget` caps the rate: what is over
+the budget is counted in one `finding_events_suppressed` line per scan,
+and the metrics still show every finding.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 from bpm_doctor.model import Finding, Severity
 
@@ -57,13 +65,56 @@ def event_fields(finding: Finding) -> dict:
     return fields
 
 
-def log_changes(logger, appeared: list[Finding], cleared: list[Finding]) -> None:
-    """Log `finding_appeared` and `finding_cleared` events.
+class EventBudget:
+    """A token bucket for finding events: `burst` at once, refilled at `per_minute`."""
+
+    def __init__(self, burst: int = 60, per_minute: float = 60.0,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.burst = burst
+        self.per_second = per_minute / 60.0
+        self._monotonic = monotonic
+        self._tokens = float(burst)
+        self._updated = monotonic()
+
+    def take(self, wanted: int) -> int:
+        """Spend up to `wanted` tokens; return how many were available."""
+        now = self._monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.per_second)
+        self._updated = now
+        granted = min(wanted, int(self._tokens))
+        self._tokens -= granted
+        return granted
+
+
+def log_changes(logger, appeared: list[Finding], cleared: list[Finding], budget: EventBudget | None = None) -> None:
+    """Log `finding_appeared` and `finding_cleared` events, within `budget` when one is given.
 
     A check that raised (check-failed) is an error of bpm-doctor itself, so it
-    logs at error level. Other findings of warning or critical severity log at
-    warning, and info findings and clearances log at info.
+    logs at error level and is never held back by the budget. Other findings
+    of warning or critical severity log at warning, and info findings and
+    clearances log at info. Appearances go first, worst first, so that what
+    the budget holds back is the least urgent.
     """
+    held_appeared = held_cleared = 0
+    if budget is not None:
+        failed = [finding for finding in appeared if finding.id == "check-failed"]
+        others = sorted((finding for finding in appeared if finding.id != "check-failed"),
+                        key=lambda finding: -int(finding.severity))
+        granted = budget.take(len(others) + len(cleared))
+        kept_appeared = failed + others[:granted]
+        kept_cleared = cleared[:max(0, granted - len(others))]
+        held_appeared = len(appeared) - len(kept_appeared)
+        held_cleared = len(cleared) - len(kept_cleared)
+        appeared, cleared = kept_appeared, kept_cleared
+
+    _log_each(logger, appeared, cleared)
+
+    if held_appeared or held_cleared:
+        logger.warning("finding_events_suppressed", appeared=held_appeared, cleared=held_cleared,
+                       burst=budget.burst, per_minute=round(budget.per_second * 60))
+
+
+def _log_each(logger, appeared: list[Finding], cleared: list[Finding]) -> None:
     for finding in appeared:
         fields = event_fields(finding)
         if finding.id == "check-failed":

@@ -79,6 +79,7 @@ class Scanner:
         self._last_success_monotonic: float | None = None
         self._previous: dict | None = None
         self._consecutive_failures = 0
+        self._event_budget = events.EventBudget(monotonic=monotonic)
         self._logger = log.get_logger()
 
     def scan(self) -> ScanState:
@@ -120,7 +121,7 @@ class Scanner:
             self._consecutive_failures = 0
         current = events.index(result.findings)
         appeared, cleared = events.changes(self._previous or {}, current)
-        events.log_changes(self._logger, appeared, cleared)
+        events.log_changes(self._logger, appeared, cleared, self._event_budget)
         self._previous = current
         if success:
             self._last_success_monotonic = self._monotonic()

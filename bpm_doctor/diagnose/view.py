@@ -115,8 +115,8 @@ def build(snapshot: Snapshot, config: Config) -> HostView:
 def build_managers_and_units(snapshot: Snapshot, config: Config) -> HostView:
     """Classify the manager daemons and the units, and leave `instances` empty.
 
-    This is the part of `build` that says which units to read files for,
-    and it costs a fraction of the whole on a host with many processes.
+    This is the part of `build` that decides which unit files to read, and
+    it costs a fraction of the whole on a host with many processes.
     """
     view = HostView(snapshot, config)
     view.fork_copies = {pid for pid, process in snapshot.processes.items() if is_fork_copy(snapshot, process)}
@@ -260,8 +260,8 @@ def _has_instance_signature(view: HostView, process: Process) -> bool:
     executable = process.exe or (process.argv[0] if process.argv else "")
     if not executable:
         return False
-    # has_run_subcommand and has_coordinates look at argv[1:] only, so the
-    # process's own argv serves with the executable path standing for argv[0].
+    # has_run_subcommand and has_coordinates ignore argv[0], so the
+    # process's argv can be passed as it is.
     argv = process.argv or [executable]
     if identify.has_run_subcommand(argv) and identify.has_coordinates(argv, process.env):
         return True

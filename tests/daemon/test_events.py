@@ -63,3 +63,46 @@ def test_levels_by_kind():
         ("finding_appeared", "error", "check-failed"),
         ("finding_cleared", "info", "hand-run-instance"),
     ]
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_budget_holds_back_a_flood_and_counts_it():
+    clock = FakeClock()
+    budget = events.EventBudget(burst=5, per_minute=60, monotonic=clock)
+    logger = structlog.get_logger()
+    with structlog.testing.capture_logs() as logs:
+        events.log_changes(logger, [hand_run(pid) for pid in range(100, 108)], [hand_run(99)], budget)
+    assert [entry["event"] for entry in logs] == ["finding_appeared"] * 5 + ["finding_events_suppressed"]
+    assert logs[-1]["appeared"] == 3
+    assert logs[-1]["cleared"] == 1
+    assert logs[-1]["log_level"] == "warning"
+
+
+def test_budget_refills_with_time():
+    clock = FakeClock()
+    budget = events.EventBudget(burst=5, per_minute=60, monotonic=clock)
+    assert budget.take(10) == 5
+    assert budget.take(1) == 0
+    clock.now += 3
+    assert budget.take(10) == 3
+    clock.now += 3600
+    assert budget.take(10) == 5
+
+
+def test_budget_never_holds_back_check_failed():
+    clock = FakeClock()
+    budget = events.EventBudget(burst=1, per_minute=60, monotonic=clock)
+    failed = make("check-failed", "check x raised KeyError")
+    logger = structlog.get_logger()
+    with structlog.testing.capture_logs() as logs:
+        events.log_changes(logger, [hand_run(10), hand_run(11), failed], [], budget)
+    logged = [(entry["event"], entry.get("id")) for entry in logs]
+    assert ("finding_appeared", "check-failed") in logged
+    assert logged.count(("finding_appeared", "hand-run-instance")) == 1
