@@ -80,6 +80,8 @@ _MANAGER_COMMANDS = (
     ("harness", "up"),
     ("dev", "up"),
 )
+# Endings of the executables manager_kind can accept, as a cheap first test.
+_MANAGER_EXECUTABLE_ENDINGS = ("blueprint-manager", "cargo-tangle", "cargo", " (deleted)")
 _SUBCOMMAND_ALIASES = {"bp": "blueprint", "r": "run", "pre": "preregister"}
 
 # Environment variables that carry blueprint coordinates; the manager sets
@@ -143,6 +145,9 @@ def manager_kind(executable: str, argv: list[str], through_cargo: bool = False) 
     as in an ExecStart. A running `cargo` process is never the manager: on
     Unix cargo replaces itself with cargo-tangle through exec.
     """
+    # Every process of a host passes through here, and almost none is one.
+    if not executable.endswith(_MANAGER_EXECUTABLE_ENDINGS):
+        return None
     name = posixpath.basename(executable.removesuffix(" (deleted)"))
     if name == "blueprint-manager":
         return "daemon"

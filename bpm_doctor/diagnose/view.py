@@ -8,6 +8,7 @@ directory names never decide what a process is.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class HostView:
         return cgroup_unit(cgroup)
 
 
+# Many processes share a cgroup, and every scan asks for every process's unit.
+@functools.lru_cache(maxsize=4096)
 def cgroup_unit(cgroup: str | None) -> str | None:
     """Return the innermost unit (`x.service`, `y.scope`) of a cgroup path."""
     if not cgroup:
@@ -246,7 +249,7 @@ def _classify_instances(view: HostView) -> None:
     for process in candidates:
         if process.pid in view.instances:
             continue
-        if _carries_service_environment(process) or cgroup_unit(process.cgroup) in manager_cgroups:
+        if _carries_service_environment(process) or (manager_cgroups and cgroup_unit(process.cgroup) in manager_cgroups):
             view.descendants.append(process.pid)
 
 
@@ -267,7 +270,7 @@ def _has_instance_signature(view: HostView, process: Process) -> bool:
         return True
     if posixpath.isabs(executable) and identify.in_manager_cache(executable, view.cache_roots):
         return True
-    return process.exe_name in view.config.instance_binaries
+    return bool(view.config.instance_binaries) and process.exe_name in view.config.instance_binaries
 
 
 def _has_instance_environment(view: HostView, process: Process, manager_cgroups: set[str]) -> bool:
