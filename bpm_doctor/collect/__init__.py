@@ -15,7 +15,7 @@ import posixpath
 from bpm_doctor.collect import paths as path_collector
 from bpm_doctor.collect.processes import ProcessCache, collect_processes
 from bpm_doctor.collect.sockets import collect_listeners
-from bpm_doctor.collect.units import UNIT_DIRECTORIES, collect_units
+from bpm_doctor.collect.units import UNIT_DIRECTORIES, UnitFileCache, collect_units
 from bpm_doctor.config import Config
 from bpm_doctor.diagnose.view import HostView, build, build_managers_and_units, manager_sites
 from bpm_doctor.model import Snapshot
@@ -27,16 +27,16 @@ _MAX_CRONTAB_BYTES = 256 * 1024
 
 
 def collect_host(config: Config, proc_root: str = "/proc", unit_roots: tuple[str, ...] = UNIT_DIRECTORIES,
-                 process_cache: ProcessCache | None = None) -> Snapshot:
+                 process_cache: ProcessCache | None = None, unit_file_cache: UnitFileCache | None = None) -> Snapshot:
     """Scan this host and return a snapshot with secret values already removed.
 
-    Pass the same `process_cache` to repeated scans, as the daemon does, so
-    that known processes are not read in full again. Without one, every
-    process is read in full.
+    Pass the same `process_cache` and `unit_file_cache` to repeated scans,
+    as the daemon does, so that known processes and unchanged unit files
+    are not read in full again. Without them, everything is read in full.
     """
     snapshot = Snapshot(arch=platform.machine() or None, source="host")
     collect_processes(snapshot, proc_root, process_cache)
-    collect_units(snapshot, config.instance_binaries, unit_roots)
+    collect_units(snapshot, config.instance_binaries, unit_roots, unit_file_cache)
     _collect_unit_references(snapshot, build_managers_and_units(snapshot, config))
     # A second view: the unit environment files just read can change a
     # manager unit's HOME or cache dir, and so where its files are.

@@ -6,6 +6,11 @@ are kept in the snapshot: those under /etc and /run (written by operators and
 deploy scripts), those that start a manager or an instance, and those whose
 environment carries blueprint coordinates. The rest of /lib/systemd is the
 distribution's and is skipped.
+
+A `UnitFileCache` passed to repeated scans, as the daemon does, keeps each
+file's text and whether it was worth keeping, so an unchanged file is only
+stat()ed: a Debian box has hundreds of unit files, and reading and testing
+each of them was the largest cost of a daemon scan after the processes.
 """
 
 from __future__ import annotations
@@ -44,15 +49,64 @@ def systemd_is_running() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[str, ...] = UNIT_DIRECTORIES) -> None:
+class UnitFileCache:
+    """Unit file texts and keep decisions from earlier scans.
+
+    An entry is keyed by path and holds the file's identity (device, inode,
+    size, modification and change times in nanoseconds): a file written
+    since, or replaced by another, is read again. Entries of files not seen
+    in a scan are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[tuple, str, bool]] = {}
+        self._seen: dict[str, tuple[tuple, str, bool]] = {}
+
+    def lookup(self, path: str) -> tuple[str, bool] | None:
+        """Return (text, worth keeping) of an unchanged file, or None."""
+        identity = _identity(path)
+        entry = self._entries.get(path)
+        if identity is None or entry is None or entry[0] != identity:
+            return None
+        self._seen[path] = entry
+        return entry[1], entry[2]
+
+    def store(self, path: str, identity: tuple | None, text: str, keep: bool) -> None:
+        if identity is not None:
+            self._seen[path] = (identity, text, keep)
+
+    def end_scan(self) -> None:
+        self._entries, self._seen = self._seen, {}
+
+
+def _identity(path: str) -> tuple | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[str, ...] = UNIT_DIRECTORIES,
+                  cache: UnitFileCache | None = None) -> None:
     """Add the units that matter, their files and drop-ins, and live state when available."""
     fragments = _find_unit_files(roots, snapshot)
     enabled = _enabled_units(roots, snapshot)
     for name, path in sorted(fragments.items()):
-        text = _read_text(path, snapshot)
-        if text is None:
-            continue
-        if not _worth_keeping(path, text, instance_binaries):
+        known = cache.lookup(path) if cache is not None else None
+        if known is not None:
+            text, keep = known
+        else:
+            # The identity is taken before the read, so a file written
+            # during the read is read again next time.
+            identity = _identity(path) if cache is not None else None
+            text = _read_text(path, snapshot)
+            if text is None:
+                continue
+            keep = _worth_keeping(path, text, instance_binaries)
+            if cache is not None:
+                cache.store(path, identity, text, keep)
+        if not keep:
             continue
         snapshot.files[path] = redact.redact_file_text(path, text)
         unit = Unit(name=name, fragment=path)
@@ -64,6 +118,8 @@ def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[
         if "@." not in name:
             unit.unit_file_state = "enabled" if name in enabled else _offline_state(text)
         snapshot.units[name] = unit
+    if cache is not None:
+        cache.end_scan()
     if systemd_is_running():
         _add_live_state(snapshot)
 

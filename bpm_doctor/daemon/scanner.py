@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from bpm_doctor import identify, log, redact
 from bpm_doctor.collect.processes import ProcessCache, read_process
+from bpm_doctor.collect.units import UnitFileCache
 from bpm_doctor.config import Config
 from bpm_doctor.daemon import events
 from bpm_doctor.model import Severity, Snapshot
@@ -26,10 +27,10 @@ from bpm_doctor.report.prometheus import ScanState, check_failures
 HEALTHY_INTERVALS = 3
 
 
-def _collect_host(config: Config, process_cache: ProcessCache) -> Snapshot:
+def _collect_host(config: Config, process_cache: ProcessCache, unit_file_cache) -> Snapshot:
     from bpm_doctor.collect import collect_host
 
-    return collect_host(config, process_cache=process_cache)
+    return collect_host(config, process_cache=process_cache, unit_file_cache=unit_file_cache)
 
 
 def describe_error(error: BaseException) -> str:
@@ -58,8 +59,9 @@ class Scanner:
     """Run scans and keep the state that /metrics, /healthz and STATUS= report.
 
     `collect` reads the host. The default is `collect_host` with
-    `process_cache`, which this scanner keeps between scans so that a scan
-    reads only new processes in full. Tests pass a function that returns a
+    `process_cache` and `unit_file_cache`, which this scanner keeps between
+    scans so that a scan reads only new processes and changed unit files in
+    full. Tests pass a function that returns a
     fixture snapshot. `clock` gives Unix time for the exported timestamps;
     `monotonic` measures durations and ages.
     """
@@ -72,7 +74,8 @@ class Scanner:
         self.interval_seconds = interval_seconds
         self.state = ScanState()
         self.process_cache = ProcessCache()
-        self._collect = collect or (lambda config: _collect_host(config, self.process_cache))
+        self.unit_file_cache = UnitFileCache()
+        self._collect = collect or (lambda config: _collect_host(config, self.process_cache, self.unit_file_cache))
         self._clock = clock
         self._monotonic = monotonic
         self._started = monotonic()
