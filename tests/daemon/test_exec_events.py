@@ -146,8 +146,10 @@ def test_scanner_counts_only_blueprint_execs(tmp_path):
 
 
 def _executed(pid: int) -> bool:
+    """Return True once `sleep` has finished exec: the exe link changes before argv and environ are set up."""
     try:
-        return os.readlink(f"/proc/{pid}/exe").endswith("/sleep")
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/environ", "rb") as environ:
+            return cmdline.read() == b"sleep\x0030\x00" and bool(environ.read())
     except OSError:
         return False
 
