@@ -12,7 +12,8 @@ tables of medians and ratios:
 1. scan cost per process count: a cold process scan (`collect_processes`
    with an empty cache), a warm one (the cache of the previous scan), the
    floor (a plain Python loop reading /proc/PID/{stat,cmdline,cgroup}), the
-   daemon's whole warm scan (collect_host plus diagnose), and the scrape
+   daemon's whole warm scan (collect_host with the process and unit file
+   caches the daemon keeps, plus diagnose), and the scrape
    latency of prometheus-process-exporter (every process tracked, without
    threads and smaps) and prometheus-node-exporter (processes collector
    only) when their Debian packages are installed;
@@ -60,6 +61,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 from bpm_doctor.collect import collect_host  # noqa: E402
 from bpm_doctor.collect.processes import ProcessCache, collect_processes  # noqa: E402
+from bpm_doctor.collect.units import UnitFileCache  # noqa: E402
 from bpm_doctor.config import Config  # noqa: E402
 from bpm_doctor.diagnose import diagnose  # noqa: E402
 from bpm_doctor.model import Snapshot  # noqa: E402
@@ -304,12 +306,13 @@ def measure_count(rounds: int, exporters: dict[str, int]) -> dict[str, float]:
     cache = ProcessCache()
     collect_processes(Snapshot(), cache=cache)
     host_cache = ProcessCache()
-    collect_host(config, process_cache=host_cache)
+    unit_file_cache = UnitFileCache()
+    collect_host(config, process_cache=host_cache, unit_file_cache=unit_file_cache)
     for port in exporters.values():
         scrape_seconds(port)  # the first scrape sets the exporter up
 
     def whole_warm_scan() -> None:
-        snapshot = collect_host(config, process_cache=host_cache)
+        snapshot = collect_host(config, process_cache=host_cache, unit_file_cache=unit_file_cache)
         diagnose(snapshot, config)
 
     variants = {
