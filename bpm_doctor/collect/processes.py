@@ -24,6 +24,8 @@ time. See `ProcessCache` for what is taken as unchanged.
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import os
 import re
 import sys
@@ -170,6 +172,29 @@ def collect_processes(snapshot: Snapshot, proc_root: str = "/proc", cache: Proce
     """
     if cache is None:
         cache = ProcessCache()
+    with _garbage_collector_paused():
+        _collect_processes(snapshot, proc_root, cache)
+
+
+@contextlib.contextmanager
+def _garbage_collector_paused():
+    """Pause Python's cyclic garbage collector, unless someone else already paused it.
+
+    A scan allocates several containers per process, and the collector's
+    passes over them find nothing to free: at 5,000 processes they made a
+    cold scan about 5 % slower here. Reference counting frees memory as
+    usual, and a cycle made meanwhile waits for the first pass after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _collect_processes(snapshot: Snapshot, proc_root: str, cache: ProcessCache) -> None:
     cache._drain_forgotten()
     if cache.boot_time is None:
         cache.boot_time = _boot_time(proc_root)

@@ -8,6 +8,7 @@ that exited.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -529,3 +530,16 @@ def test_warm_scan_sees_new_and_forgets_exited():
             if child is not None and child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+def test_scan_restores_the_garbage_collector(fake):
+    fake.add(FakeProcess(pid=700))
+    assert gc.isenabled()
+    scan(fake)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        scan(fake)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
