@@ -52,7 +52,7 @@ def systemd_is_running() -> bool:
 class UnitFileCache:
     """Unit file texts and keep decisions from earlier scans.
 
-    An entry is keyed by path and holds the file's identity (device, inode,
+    An entry is keyed by path and contains the file's identity (device, inode,
     size, modification and change times in nanoseconds): a file written
     since, or replaced by another, is read again. Entries of files not seen
     in a scan are dropped.

@@ -76,12 +76,12 @@ class EventBudget:
         self._tokens = float(burst)
         self._updated = monotonic()
 
-    def take(self, wanted: int) -> int:
-        """Spend up to `wanted` tokens; return how many were available."""
+    def take(self, requested: int) -> int:
+        """Spend up to `requested` tokens; return how many were available."""
         now = self._monotonic()
         self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.per_second)
         self._updated = now
-        granted = min(wanted, int(self._tokens))
+        granted = min(requested, int(self._tokens))
         self._tokens -= granted
         return granted
 

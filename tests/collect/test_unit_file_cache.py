@@ -43,7 +43,7 @@ def test_unchanged_files_are_not_read_again(tmp_path, monkeypatch):
     assert second.files == first.files
 
 
-def test_a_changed_file_is_read_again(tmp_path, monkeypatch):
+def test_changed_file_is_read_again(tmp_path, monkeypatch):
     unit = tmp_path / "cron.service"
     unit.write_text(DISTRIBUTION_UNIT)
     reads = counting_reads(monkeypatch)
@@ -55,7 +55,7 @@ def test_a_changed_file_is_read_again(tmp_path, monkeypatch):
     assert reads == ["cron.service", "cron.service"]
 
 
-def test_a_removed_file_leaves_the_cache(tmp_path, monkeypatch):
+def test_removed_file_leaves_cache(tmp_path, monkeypatch):
     (tmp_path / "bpm.service").write_text(MANAGER_UNIT)
     counting_reads(monkeypatch)
     cache = UnitFileCache()

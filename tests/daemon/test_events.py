@@ -73,7 +73,7 @@ class FakeClock:
         return self.now
 
 
-def test_budget_holds_back_a_flood_and_counts_it():
+def test_budget_holds_back_flood():
     clock = FakeClock()
     budget = events.EventBudget(burst=5, per_minute=60, monotonic=clock)
     logger = structlog.get_logger()
