@@ -255,19 +255,7 @@ def _balanced(text: str) -> bool:
 
 
 def _closes(text: str) -> bool:
-    quote = text[0]
-    index = 1
-    while index < len(text):
-        if text[index] == "\\" and quote == '"':
-            index += 2
-            continue
-        if text[index] == quote:
-            if quote == "'" and text[index + 1:index + 2] == "'":
-                index += 2
-                continue
-            return True
-        index += 1
-    return False
+    return _closing_index(text) > 0
 
 
 def _unquote(text: str) -> str:
