@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from bpm_doctor.daemon import http
+from tests.daemon import client
 
 
 class _OneGauge:
@@ -55,18 +56,7 @@ def get(server, path: str, headers: dict | None = None, method: str = "GET"):
 
 
 def raw_request(server, data: bytes, timeout: float = 5) -> bytes:
-    with socket.create_connection(server.server_address[:2], timeout=timeout) as connection:
-        connection.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = connection.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+    return client.exchange(server.server_address[:2], data, timeout)
 
 
 def assert_still_serving(server):

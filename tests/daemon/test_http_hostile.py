@@ -18,6 +18,7 @@ import pytest
 from bpm_doctor import config as config_module, serve
 from bpm_doctor.daemon import http
 from bpm_doctor.sdnotify import Notifier
+from tests.daemon import client
 
 CLIENT_TIMEOUT_SECONDS = 10
 
@@ -47,22 +48,7 @@ def address(daemon) -> tuple[str, int]:
 
 
 def exchange(daemon, data: bytes, timeout: float = CLIENT_TIMEOUT_SECONDS) -> bytes:
-    """Send `data`, then read until the server closes the connection; returns what it sent back."""
-    with socket.create_connection(address(daemon), timeout=timeout) as connection:
-        try:
-            connection.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        chunks = []
-        while True:
-            try:
-                chunk = connection.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+    return client.exchange(address(daemon), data, timeout)
 
 
 def status_of(response: bytes) -> int | None:
