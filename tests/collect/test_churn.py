@@ -13,9 +13,7 @@ at that pid. Needs root for the namespace.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -33,13 +31,8 @@ SERVE_SECONDS = 22.0
 
 @pytest.fixture
 def workdir():
-    """A short directory name under /tmp, because bridge socket paths must fit in 108 bytes."""
-    reason = standins.missing_compiler()
-    if reason:
-        pytest.skip(reason)
-    path = Path(tempfile.mkdtemp(prefix="bpmc", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with standins.short_workdir("bpmc") as path:
+        yield path
 
 
 def probe(workdir: Path, *arguments: str, timeout: float) -> dict:
@@ -67,14 +60,8 @@ def test_scans_under_churn_never_mix_processes(workdir, mode):
 
 @pytest.fixture(scope="module")
 def reuse_result():
-    reason = standins.missing_compiler()
-    if reason:
-        pytest.skip(reason)
-    path = Path(tempfile.mkdtemp(prefix="bpmc", dir="/tmp"))
-    try:
+    with standins.short_workdir("bpmc") as path:
         result = probe(path, "reuse", timeout=180)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
     print(json.dumps(result, indent=1))
     return {entry["scenario"]: entry for entry in result["scenarios"]}
 

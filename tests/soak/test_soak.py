@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import statistics
-import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -50,12 +47,8 @@ SCRAPE_PAUSE_SECONDS = 0.02
 
 @pytest.fixture
 def workdir():
-    reason = standins.missing_compiler()
-    if reason:
-        pytest.skip(reason)
-    path = Path(tempfile.mkdtemp(prefix="bpms", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with standins.short_workdir("bpms") as path:
+        yield path
 
 
 def percentile(values: list[float], fraction: float) -> float:

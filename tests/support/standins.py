@@ -7,8 +7,10 @@ command is the one tests/live/conftest.py uses.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,25 @@ def missing_compiler() -> str | None:
         if not source.is_file():
             return f"stand-in source {source} not found"
     return None
+
+
+@contextlib.contextmanager
+def short_workdir(prefix: str):
+    """Yield a new directory under /tmp and remove it afterwards; skip the test without a C compiler.
+
+    The path is kept short because a bridge socket path must fit in the 108
+    bytes of sun_path (unix(7)).
+    """
+    import pytest
+
+    reason = missing_compiler()
+    if reason:
+        pytest.skip(reason)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def compile_standin(source: Path, output: Path) -> None:
