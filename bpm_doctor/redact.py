@@ -57,7 +57,10 @@ _SECRET_NAME = re.compile(
 )
 _NOT_SECRET_NAMES = {"KEYSTORE_URI", "KEYSTORE_PATH", "KEYSTORE", "KEYSTORE_DIR", "KEEPER_SERVICE_ID"}
 
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>[^\s\"'<>]*)")
+# The scheme is bounded: with `*`, a long run of scheme characters without
+# "://" made every start position scan to the end of the run, so one 128 kB
+# argv word took a minute. Real schemes are far shorter than 32 characters.
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31})://(?P<rest>[^\s\"'<>]*)")
 _LONG_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{48,}\b")
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/_=-]{40,}")
 _ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re.DOTALL)

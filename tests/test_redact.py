@@ -124,3 +124,21 @@ def test_plain_word_shortcut_changes_nothing(argv):
     finally:
         redact._PLAIN_WORD = saved
     assert with_shortcut == without_shortcut
+
+
+@pytest.mark.parametrize("word", ["g" * 200_000, "g" * 200_000 + ":/x://y", "a" * 200_000 + "g", "x-" * 100_000])
+def test_long_words_are_redacted_in_linear_time(word):
+    # A quadratic pattern needs minutes for these; the alarm turns a hang into a failure.
+    import signal
+
+    def too_slow(_signum, _frame):
+        raise TimeoutError("redaction of one long word took over 10 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        redacted = redact.redact_argv(["quill", word])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(redacted) == 2
