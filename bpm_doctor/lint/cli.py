@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     logger = log.get_logger()
     result = lint_paths(args.paths, config)
     if result.errors:
-        from bpm_doctor.report.lint_text import escape_controls
+        from bpm_doctor.report import escape_controls
 
         for error in result.errors:
             print(escape_controls(f"bpm-doctor: {error}"), file=sys.stderr)

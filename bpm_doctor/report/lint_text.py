@@ -14,33 +14,9 @@ over two lines or send escape sequences to the terminal.
 
 from __future__ import annotations
 
-import re
-
 from bpm_doctor.lint import LintResult
 from bpm_doctor.model import Finding, Severity
-
-# C0 and C1 control characters and DEL, plus the Unicode line and paragraph
-# separators, which str.splitlines also treats as line breaks.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape_controls(text: str) -> str:
-    """Write each control character in `text` as a backslash escape, the way repr() does.
-
-    Backslashes already in the text are kept, so `\\n` in the output can
-    also come from a name that contains a backslash and an n.
-    """
-    return _CONTROL.sub(_escape_one, text)
-
-
-def _escape_one(match: re.Match) -> str:
-    char = match.group()
-    if char in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
+from bpm_doctor.report import escape_controls
 
 def location(finding: Finding) -> str:
     path = finding.path if isinstance(finding.path, str) else ",".join(finding.path or [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bpm_doctor.model import Finding, Severity
-from bpm_doctor.report import CheckResult, printable
+from bpm_doctor.report import CheckResult, escape_controls, printable
 
 
 def render(result: CheckResult) -> str:
@@ -17,7 +17,9 @@ def render(result: CheckResult) -> str:
     for finding in result.findings:
         lines.append("")
         lines.extend(render_finding(finding))
-    return printable("\n".join(lines) + "\n")
+    # argv, paths and unit names come from the host: a newline or an escape
+    # sequence in them must not forge a report line or reach the terminal.
+    return printable("\n".join(escape_controls(line) for line in lines) + "\n")
 
 
 def _headline(result: CheckResult) -> str:
