@@ -35,7 +35,7 @@ _REWORDINGS = tuple((re.compile(pattern), wording) for pattern, wording in (
     (r"Cannot mutate immutable namespace (?P<key>.+)", "{key} is an inline table or array and cannot be extended"),
     (r"Duplicate inline table key (?P<key>.+)", "duplicate key {key} in an inline table"),
     (r"Unclosed array", "unclosed array: missing ']'"),
-    (r"Unclosed inline table", "unclosed inline table: missing '}'"),
+    (r"Unclosed inline table", "unclosed inline table: missing '}}'"),
     (r"Unterminated string", "unterminated string: missing the closing quote"),
     (r"(?:Illegal|Found invalid) character '\\n'", "unterminated string: missing the closing quote on this line"),
     (r"(?:Illegal|Found invalid) character (?P<key>.+)", "control character {key} is not allowed here"),

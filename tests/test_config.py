@@ -122,6 +122,8 @@ def test_errors_are_listed_in_line_order():
      2, "invalid TOML: unterminated string: missing the closing quote before the end of the file"),
     ('max_services = 5\nrole = \'operator-host\n\n',
      2, "invalid TOML: unterminated literal string: missing the closing quote before the end of the file"),
+    ('role = "operator-host"\nchecks = {b = 1\n',
+     2, "invalid TOML: unclosed inline table: missing '}' (column 16)"),
 ])
 def test_error_at_end_of_file_names_its_line(text, line, message):
     with pytest.raises(ConfigError) as caught:
