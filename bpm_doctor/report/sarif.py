@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import urllib.parse
 
 from bpm_doctor import __version__, catalogue
@@ -51,9 +50,11 @@ def artifact_uri(path: str, cwd: str | None = None) -> str:
     """Return a file's URI relative to `cwd` when it lies under it, else an absolute file URI."""
     absolute = os.path.abspath(path)
     relative = os.path.relpath(absolute, cwd or os.getcwd())
+    # Paths come from os.listdir and may hold undecodable bytes as lone
+    # surrogates; quoting the original bytes keeps them in the URI (%FF).
     if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
-        return urllib.parse.quote(relative.replace(os.sep, "/"))
-    return pathlib.Path(absolute).as_uri()
+        return urllib.parse.quote(os.fsencode(relative.replace(os.sep, "/")))
+    return "file://" + urllib.parse.quote(os.fsencode(absolute))
 
 
 def rules(extra_ids: set[str] = frozenset()) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
@@ -70,6 +71,20 @@ def test_path_outside_cwd_is_file_uri(tmp_path):
     log = sarif.to_dict(lint(tmp_path / "deploy"), cwd="/nonexistent-cwd")
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"]}
     assert all(uri.startswith("file:///") for uri in uris)
+
+
+def test_undecodable_file_name_is_percent_encoded(tmp_path, schema):
+    name = os.fsdecode(b"bad\xff\xfe.service")
+    write(tmp_path, name, """
+        [Service]
+        Environment=BLUEPRINT_ID=9 SERVICE_ID=5
+        ExecStart=/srv/ferry/bin/ferry-relay run
+    """)
+    log = sarif.to_dict(lint(tmp_path / name), cwd=str(tmp_path))
+    assert schema_check.validate(log, schema) == []
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"]}
+    assert uris == {"bad%FF%FE.service"}
+    assert sarif.render(lint(tmp_path / name)).isascii()
 
 
 def test_suppressed_result_carries_justification(tmp_path):
