@@ -33,7 +33,11 @@ import shlex
 from bpm_doctor import redact
 from bpm_doctor.errors import DoctorError, InputError
 from bpm_doctor.model import Listener, PathEntry, Process, Snapshot, Unit
-from bpm_doctor.readfile import write_text_atomically
+from bpm_doctor.readfile import read_regular_file, write_text_atomically
+
+# A snapshot of a host with 10,000 processes is a few MB; a file past this
+# size is not a snapshot, and reading it whole would only exhaust memory.
+MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 
 FORMAT = "hostsnap/0"
 SECTION_MARK = "#==="
@@ -56,11 +60,12 @@ def load(path: str | os.PathLike[str]) -> Snapshot:
     """Read a snapshot file. Raises InputError naming the file and line on bad input."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as stream:
-            text = stream.read()
+        data = read_regular_file(path, MAX_SNAPSHOT_BYTES + 1)
     except OSError as error:
         raise InputError(f"{path}: cannot read snapshot: {error.strerror}") from error
-    snapshot = parse(text, path)
+    if len(data) > MAX_SNAPSHOT_BYTES:
+        raise InputError(f"{path}: not a snapshot: larger than {MAX_SNAPSHOT_BYTES // (1024 * 1024)} MiB")
+    snapshot = parse(data.decode("utf-8", "surrogateescape"), path)
     snapshot.source = f"snapshot {path}"
     return snapshot
 

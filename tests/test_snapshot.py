@@ -107,3 +107,17 @@ def test_parse_accepts_bom_before_only_section():
 def test_byte_order_mark_keeps_line_numbers():
     with pytest.raises(InputError, match=r"^bom.snap:2: invalid ppid 'one'"):
         snapshot.parse("\ufeff#=== proc 5\nppid: one\n", "bom.snap")
+
+
+def test_load_rejects_a_device(tmp_path):
+    with pytest.raises(InputError, match="/dev/zero: cannot read snapshot: not a regular file"):
+        snapshot.load("/dev/zero")
+
+
+def test_load_rejects_an_oversized_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshot, "MAX_SNAPSHOT_BYTES", 64)
+    path = tmp_path / "big.hostsnap"
+    path.write_text("#=== proc 1\nppid: 0\n" + "argv: x\n" * 20)
+    with pytest.raises(InputError, match="big.hostsnap: not a snapshot: larger than"):
+        snapshot.load(path)
+
