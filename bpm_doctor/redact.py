@@ -93,7 +93,8 @@ def keep_environment_value(name: str, value: str) -> str | None:
         return None
     if shape is _PATH and "://" in value:
         value = redact_urls(value)
-    if shape.match(value):
+    # fullmatch: `$` alone also matches before a final newline.
+    if shape.fullmatch(value):
         return value
     return REDACTED
 

@@ -142,3 +142,8 @@ def test_long_words_are_redacted_in_linear_time(word):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert len(redacted) == 2
+
+
+@pytest.mark.parametrize("name, value", [("TEST_MODE", "true\n"), ("KEYSTORE_URI", "/tmp/ks\n"), ("SERVICE_ID", "1\n")])
+def test_value_with_trailing_newline_is_redacted(name, value):
+    assert redact.keep_environment_value(name, value) == redact.REDACTED
