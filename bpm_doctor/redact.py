@@ -55,6 +55,10 @@ KEPT_ENVIRONMENT: dict[str, re.Pattern[str]] = {
 _SECRET_NAME = re.compile(
     r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|MNEMONIC|SEED|PRIVATE|CREDENTIAL|AUTH|COOKIE|API_?KEY"
 )
+# Short names that are secrets only as a whole word: --pass, --pw, --pin, DB_PWD.
+_SHORT_SECRET_NAME = re.compile(r"(?:^|_)(?:PASS|PW|PWD|PIN)$")
+# HTTP authorization schemes (RFC 9110, 11.4): the word after one is a credential.
+_AUTHORIZATION_SCHEMES = {"bearer", "basic", "token", "digest"}
 _NOT_SECRET_NAMES = {"KEYSTORE_URI", "KEYSTORE_PATH", "KEYSTORE", "KEYSTORE_DIR", "KEEPER_SERVICE_ID"}
 
 # The scheme is bounded: with `*`, a long run of scheme characters without
@@ -79,7 +83,7 @@ def is_secret_name(name: str) -> bool:
     normalized = name.strip().lstrip("-").upper().replace("-", "_")
     if normalized in _NOT_SECRET_NAMES:
         return False
-    return bool(_SECRET_NAME.search(normalized))
+    return bool(_SECRET_NAME.search(normalized) or _SHORT_SECRET_NAME.search(normalized))
 
 
 def keep_environment_value(name: str, value: str) -> str | None:
@@ -118,13 +122,16 @@ def redact_urls(text: str) -> str:
 
     def shorten(match: re.Match[str]) -> str:
         rest = match.group("rest")
+        # RFC 3986 forbids a raw "/" or "?" in the user info, but pasted
+        # passwords have them: everything before the last "@" goes.
+        userinfo, at, rest = rest.rpartition("@")
         authority, separator, tail = rest.partition("/")
         if "?" in authority:
             authority, _, query = authority.partition("?")
             tail = tail or query
             separator = separator or "?"
-        if "@" in authority:
-            authority = REDACTED + "@" + authority.rpartition("@")[2]
+        if at:
+            authority = REDACTED + "@" + authority
         shortened = f"{match.group('scheme')}://{authority}"
         if tail.strip("/"):
             shortened += "/" + REDACTED
@@ -152,6 +159,9 @@ def _keep_paths_only(match: re.Match[str]) -> str:
     # A long run without a slash is a key or a token. Paths and words that
     # merely run long contain separators.
     text = match.group(0)
+    # "eyJ" is base64 for '{"', the start of a JSON Web Token's parts.
+    if text.startswith("eyJ"):
+        return REDACTED
     if "/" in text or "_" in text or "-" in text:
         return text
     return REDACTED
@@ -168,10 +178,21 @@ def redact_argv(argv: list[str]) -> list[str]:
     """
     redacted: list[str] = []
     hide_next = False
+    after_authorization = False
     for word in argv:
         if hide_next:
+            if after_authorization and word.lower() in _AUTHORIZATION_SCHEMES:
+                # `Authorization: Bearer X`: keep the scheme, hide what follows it.
+                redacted.append(word)
+                after_authorization = False
+                continue
             redacted.append(REDACTED)
-            hide_next = False
+            hide_next = after_authorization = False
+            continue
+        if word.lower() in _AUTHORIZATION_SCHEMES or word.lower().endswith("authorization:"):
+            redacted.append(redact_token(word))
+            hide_next = True
+            after_authorization = word.endswith(":")
             continue
         if _PLAIN_WORD.fullmatch(word):
             redacted.append(word)

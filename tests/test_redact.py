@@ -147,3 +147,23 @@ def test_long_words_are_redacted_in_linear_time(word):
 @pytest.mark.parametrize("name, value", [("TEST_MODE", "true\n"), ("KEYSTORE_URI", "/tmp/ks\n"), ("SERVICE_ID", "1\n")])
 def test_value_with_trailing_newline_is_redacted(name, value):
     assert redact.keep_environment_value(name, value) == redact.REDACTED
+
+
+@pytest.mark.parametrize("argv, secret", [
+    (["x", f"wss://user:{SECRET}/slash@host/"], SECRET),
+    (["x", f"https://user:{SECRET}?x@host"], SECRET),
+    (["x", "--pass", SECRET], SECRET),
+    (["x", "--pw", SECRET], SECRET),
+    (["x", "--pwd", SECRET], SECRET),
+    (["x", "--pin", SECRET], SECRET),
+    (["curl", "-H", f"Authorization: Bearer {SECRET}"], SECRET),
+    (["curl", f"--header=Authorization: Bearer {SECRET}"], SECRET),
+    (["curl", "-H", f"Authorization: {SECRET}"], SECRET),
+    (["x", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.sig"], "eyJzdWIiOiIxMjM0NTY3ODkw"),
+])
+def test_less_common_secret_forms_are_redacted(argv, secret):
+    assert secret not in " ".join(redact.redact_argv(argv))
+
+
+def test_words_that_only_contain_pass_keep_their_value():
+    assert redact.redact_argv(["x", "--passive", "v", "--bypass", "run"]) == ["x", "--passive", "v", "--bypass", "run"]
