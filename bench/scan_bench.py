@@ -585,6 +585,9 @@ def _run(arguments, counts: list[int], deadline: Deadline, started: Started, wor
     time.sleep(1.0)
     print(f"\n## Daemon over {arguments.soak_seconds:g} s at a {arguments.soak_interval:g} s interval "
           f"with {soak_count:,} sleepers\n")
+    if arguments.soak_seconds < 2 * arguments.soak_interval:
+        print(f"NOTE: a soak shorter than two intervals sees at most one interval scan after the first, "
+              f"so its CPU share is mostly start-up and idle time.\n")
     print("| exec events | CPU share of one core | peak RSS (VmHWM) |\n|---|---|---|")
     for exec_events in (True, False):
         if deadline.passed():

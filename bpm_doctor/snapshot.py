@@ -18,7 +18,9 @@ a line `#=== <type> [argument]`:
     read-errors          `REASON: COUNT`, what the collector could not read
 
 Line breaks inside a process's argv words, cwd, exe or cgroup are written
-as `\\n` and `\\r`, so every value stays on its line.
+as `\\n` and `\\r`, so every value stays on its line. A process's `uid` is
+the owner of its /proc files, as a scan reads it: the effective uid, or 0
+for a process that is not dumpable (proc(5)).
 
 Unknown section types and keys are ignored, so older readers accept newer
 files. Every value passes through `bpm_doctor.redact` on the way in and out,
