@@ -170,10 +170,11 @@ def collect_processes(snapshot: Snapshot, proc_root: str = "/proc", cache: Proce
     from the cache plus fresh stat and cgroup reads, and the cache is
     updated for the next scan.
     """
+    keep_entries = cache is not None
     if cache is None:
         cache = ProcessCache()
     with _garbage_collector_paused():
-        _collect_processes(snapshot, proc_root, cache)
+        _collect_processes(snapshot, proc_root, cache, keep_entries)
 
 
 @contextlib.contextmanager
@@ -194,7 +195,7 @@ def _garbage_collector_paused():
             gc.enable()
 
 
-def _collect_processes(snapshot: Snapshot, proc_root: str, cache: ProcessCache) -> None:
+def _collect_processes(snapshot: Snapshot, proc_root: str, cache: ProcessCache, keep_entries: bool) -> None:
     cache._drain_forgotten()
     if cache.boot_time is None:
         cache.boot_time = _boot_time(proc_root)
@@ -216,7 +217,7 @@ def _collect_processes(snapshot: Snapshot, proc_root: str, cache: ProcessCache) 
                     snapshot.processes[pid] = process
                 continue
         cache.full_reads += 1
-        process, new_entry = _read_process(pid, proc_root, snapshot, cache.boot_time, known_cgroups)
+        process, new_entry = _read_process(pid, proc_root, snapshot, cache.boot_time, known_cgroups, keep_entries)
         if new_entry is not None:
             current[pid] = new_entry
         if process is not None:
@@ -309,7 +310,7 @@ def _reuse_entry(pid: int, proc_root: str, entry: _Entry, snapshot: Snapshot,
 
 def read_process(pid: int, proc_root: str = "/proc") -> Process | None:
     """Read one process in full, as a scan without cache does; None when gone, a kernel thread or a zombie."""
-    process, _entry = _read_process(pid, proc_root, Snapshot(), None, _NO_CGROUPS)
+    process, _entry = _read_process(pid, proc_root, Snapshot(), None, _NO_CGROUPS, keep_entry=False)
     return process
 
 
@@ -529,7 +530,7 @@ class _Reader:
 
 
 def _read_process(pid: int, proc_root: str, snapshot: Snapshot, boot_time: float | None,
-                  known_cgroups: _KnownCgroups) -> tuple[Process | None, _Entry | None]:
+                  known_cgroups: _KnownCgroups, keep_entry: bool = True) -> tuple[Process | None, _Entry | None]:
     """Read a process in full; returns the process (None when gone or skipped) and its cache entry.
 
     Stat is read first and last through one open file. The file stays bound
@@ -538,7 +539,8 @@ def _read_process(pid: int, proc_root: str, snapshot: Snapshot, boot_time: float
     closing read both rejects a pid reused during the read and, through the
     exec mark, shows an exec during it. The read is repeated after an exec;
     a process still changing after `_MAX_READ_ATTEMPTS` reads is reported
-    but not cached.
+    but not cached. Without `keep_entry`, for a scan whose cache is thrown
+    away, no entry is made for a process that was read.
     """
     try:
         stat_fd = os.open(f"{proc_root}/{pid}/stat", _OPEN_FLAGS)
@@ -546,13 +548,13 @@ def _read_process(pid: int, proc_root: str, snapshot: Snapshot, boot_time: float
         snapshot.add_read_error("vanished")
         return None, None
     try:
-        return _read_process_through(pid, proc_root, stat_fd, snapshot, boot_time, known_cgroups)
+        return _read_process_through(pid, proc_root, stat_fd, snapshot, boot_time, known_cgroups, keep_entry)
     finally:
         os.close(stat_fd)
 
 
 def _read_process_through(pid: int, proc_root: str, stat_fd: int, snapshot: Snapshot, boot_time: float | None,
-                          known_cgroups: _KnownCgroups) -> tuple[Process | None, _Entry | None]:
+                          known_cgroups: _KnownCgroups, keep_entry: bool) -> tuple[Process | None, _Entry | None]:
     stat = _reread_stat(stat_fd)
     for _attempt in range(_MAX_READ_ATTEMPTS):
         if stat is None:
@@ -576,6 +578,8 @@ def _read_process_through(pid: int, proc_root: str, stat_fd: int, snapshot: Snap
         if closing.exec_mark == stat.exec_mark:
             for reason in reader.read_errors:
                 snapshot.add_read_error(reason)
+            if not keep_entry:
+                return process, None
             entry = _Entry(
                 start_ticks=stat.start_ticks, exec_mark=stat.exec_mark, uid=process.uid, exe=process.exe,
                 cwd=process.cwd, argv=tuple(process.argv), env=tuple(process.env.items()), start=process.start,
