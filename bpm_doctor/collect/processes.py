@@ -292,7 +292,7 @@ def _reuse_entry(pid: int, proc_root: str, entry: _Entry, snapshot: Snapshot,
         # cached start time, the process existed before this read began, so
         # the cgroup cannot belong to a later process that reused the pid.
         cgroup = known_cgroups.paths.get(pid) or read_cgroup(pid, proc_root)
-    stat = _read_stat(pid, proc_root)
+    stat = read_stat(pid, proc_root)
     if stat is None:
         snapshot.add_read_error("vanished")
         return None, None
@@ -369,7 +369,7 @@ def _parse_stat(data: bytes) -> ProcStat | None:
         return None
 
 
-def _read_stat(pid: int, proc_root: str) -> ProcStat | None:
+def read_stat(pid: int, proc_root: str = "/proc") -> ProcStat | None:
     """Read /proc/PID/stat, or return None when the process is gone or the file is malformed."""
     try:
         data = _read_bytes(f"{proc_root}/{pid}/stat")

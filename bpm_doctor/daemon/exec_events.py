@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from bpm_doctor import log
+from bpm_doctor.collect.processes import read_stat
 
 NETLINK_CONNECTOR = 11
 NLMSG_DONE = 3
@@ -183,25 +184,14 @@ def close_listener(sock: socket.socket) -> None:
 
 
 def _parent_pid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            data = stream.read()
-    except OSError:
-        return None
-    try:
-        return int(data[data.rfind(b")") + 2:].split()[1])
-    except (IndexError, ValueError):
-        return None
+    stat = read_stat(pid)
+    return stat.ppid if stat is not None else None
 
 
 def _is_live(pid: int) -> bool:
     """Return True while /proc/PID exists and the process is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            data = stream.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:data.rfind(b")") + 3] not in (b"Z", b"X")
+    stat = read_stat(pid)
+    return stat is not None and not stat.exited
 
 
 class ExecWatcher(threading.Thread):
