@@ -62,18 +62,16 @@ class UnitFileCache:
         self._entries: dict[str, tuple[tuple, str, bool]] = {}
         self._seen: dict[str, tuple[tuple, str, bool]] = {}
 
-    def lookup(self, path: str) -> tuple[str, bool] | None:
-        """Return (text, worth keeping) of an unchanged file, or None."""
-        identity = _identity(path)
+    def lookup(self, path: str, identity: tuple) -> tuple[str, bool] | None:
+        """Return (text, worth keeping) of a file last seen with this identity, or None."""
         entry = self._entries.get(path)
-        if identity is None or entry is None or entry[0] != identity:
+        if entry is None or entry[0] != identity:
             return None
         self._seen[path] = entry
         return entry[1], entry[2]
 
-    def store(self, path: str, identity: tuple | None, text: str, keep: bool) -> None:
-        if identity is not None:
-            self._seen[path] = (identity, text, keep)
+    def store(self, path: str, identity: tuple, text: str, keep: bool) -> None:
+        self._seen[path] = (identity, text, keep)
 
     def end_scan(self) -> None:
         self._entries, self._seen = self._seen, {}
@@ -93,21 +91,10 @@ def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[
     fragments = _find_unit_files(roots, snapshot)
     enabled = _enabled_units(roots, snapshot)
     for name, path in sorted(fragments.items()):
-        known = cache.lookup(path) if cache is not None else None
-        if known is not None:
-            text, keep = known
-        else:
-            # The identity is taken before the read, so a file written
-            # during the read is read again next time.
-            identity = _identity(path) if cache is not None else None
-            text = _read_text(path, snapshot)
-            if text is None:
-                continue
-            keep = _worth_keeping(path, text, instance_binaries)
-            if cache is not None:
-                cache.store(path, identity, text, keep)
-        if not keep:
+        read = _read_unit_file(path, snapshot, instance_binaries, cache)
+        if read is None or not read[1]:
             continue
+        text = read[0]
         snapshot.files[path] = redact.redact_file_text(path, text)
         unit = Unit(name=name, fragment=path)
         unit.dropins = _dropins(name, roots, snapshot)
@@ -122,6 +109,25 @@ def collect_units(snapshot: Snapshot, instance_binaries: set[str], roots: tuple[
         cache.end_scan()
     if systemd_is_running():
         _add_live_state(snapshot)
+
+
+def _read_unit_file(path: str, snapshot: Snapshot, instance_binaries: set[str],
+                    cache: UnitFileCache | None) -> tuple[str, bool] | None:
+    """Return (text, worth keeping) of a unit file, from `cache` while it is unchanged; None when unreadable."""
+    identity = _identity(path) if cache is not None else None
+    if identity is not None:
+        known = cache.lookup(path, identity)
+        if known is not None:
+            return known
+    # The identity is taken before the read, so a file written during the
+    # read is read again next time.
+    text = _read_text(path, snapshot)
+    if text is None:
+        return None
+    keep = _worth_keeping(path, text, instance_binaries)
+    if identity is not None:
+        cache.store(path, identity, text, keep)
+    return text, keep
 
 
 def _find_unit_files(roots: tuple[str, ...], snapshot: Snapshot) -> dict[str, str]:
