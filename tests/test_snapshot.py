@@ -109,12 +109,12 @@ def test_byte_order_mark_keeps_line_numbers():
         snapshot.parse("\ufeff#=== proc 5\nppid: one\n", "bom.snap")
 
 
-def test_load_rejects_a_device(tmp_path):
+def test_load_rejects_device(tmp_path):
     with pytest.raises(InputError, match="/dev/zero: cannot read snapshot: not a regular file"):
         snapshot.load("/dev/zero")
 
 
-def test_load_rejects_an_oversized_file(tmp_path, monkeypatch):
+def test_load_rejects_oversized_file(tmp_path, monkeypatch):
     monkeypatch.setattr(snapshot, "MAX_SNAPSHOT_BYTES", 64)
     path = tmp_path / "big.hostsnap"
     path.write_text("#=== proc 1\nppid: 0\n" + "argv: x\n" * 20)

@@ -92,7 +92,7 @@ class HostView:
         return cgroup_unit(cgroup)
 
 
-# Many processes share a cgroup, and every scan asks for every process's unit.
+# Many processes share a cgroup, and every scan looks up every process's unit.
 @functools.lru_cache(maxsize=4096)
 def cgroup_unit(cgroup: str | None) -> str | None:
     """Return the innermost unit (`x.service`, `y.scope`) of a cgroup path."""

@@ -34,10 +34,10 @@ class CheckResult:
         return sum(1 for finding in self.findings if finding.severity == severity)
 
 
-# C0 and C1 control characters and DEL; the Unicode line and paragraph
-# separators, which str.splitlines also treats as line breaks; and the
-# bidirectional marks, embeddings, overrides and isolates, which can make a
-# terminal show text in another order than it has.
+# C0 and C1 control characters and DEL, and the Unicode line and paragraph
+# separators, which str.splitlines also treats as line breaks. Also the
+# bidirectional marks, embeddings, overrides and isolates, because they can
+# make a terminal show text in another order than it has.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 

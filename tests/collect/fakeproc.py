@@ -4,8 +4,8 @@ Only the files the collector reads are written: PID/{stat,cmdline,environ,
 cgroup}, the exe and cwd links, /stat with btime, and self/{cgroup,
 mountinfo}. Without mountinfo entries the cgroup hierarchy walk finds no
 mount and the collector reads PID/cgroup per process. The collector takes
-the uid from the owner of PID/stat, as procfs sets it; only root can give
-the file another owner, so under another user every fake process has that
+the uid from the owner of PID/stat, as procfs sets it. Only root can give
+a file another owner, so under another user every fake process has that
 user's uid.
 """
 

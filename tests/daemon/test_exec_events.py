@@ -371,10 +371,10 @@ def test_exec_that_cannot_matter_skipped(monkeypatch):
     clock = FakeClock()
     sock = ScriptedSocket(clock)
     triggers: list[float] = []
-    asked: list[int] = []
+    queried: list[int] = []
 
     def matters(pid):
-        asked.append(pid)
+        queried.append(pid)
         return pid == 902
 
     watcher = ExecWatcher(sock, lambda: triggers.append(clock.now), matters=matters, monotonic=clock)
@@ -386,4 +386,4 @@ def test_exec_that_cannot_matter_skipped(monkeypatch):
     sock.queue = [event_message(PROC_EVENT_EXEC, 901, 901), event_message(PROC_EVENT_EXEC, 902, 902)]
     run_for(watcher, clock, 3)
     assert len(triggers) == 1
-    assert 902 in asked
+    assert 902 in queried
