@@ -159,6 +159,8 @@ class Daemon:
             sock, self._scan_after_event, watched_pids=self.scanner.watched_pids,
             on_exec=self.scanner.process_cache.forget, matters=self.scanner.exec_matters,
         )
+        # From now on a scan reads only the processes that the events say changed.
+        self.scanner.process_cache.change_feed = self.exec_watcher
         self.exec_watcher.start()
         return None
 
@@ -204,6 +206,7 @@ class Daemon:
         """Stop the exec event thread and the HTTP server, and close their sockets; safe to call twice."""
         watcher, self.exec_watcher = self.exec_watcher, None
         if watcher is not None:
+            self.scanner.process_cache.change_feed = None
             watcher.stop()
         server, self.server = self.server, None
         if server is not None:

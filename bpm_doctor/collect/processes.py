@@ -19,6 +19,11 @@ the start time), keyed by pid and start time. A later scan then reads two
 files for a known process: stat, for the parentage, the state and the exec
 check, and cgroup, because a process can be moved to another cgroup at any
 time. See `ProcessCache` for what is taken as unchanged.
+
+With a change feed (`ProcessCache.change_feed`, the daemon's kernel process
+events), a known process that the feed reports unchanged, and whose parent
+it reports unchanged, is not read at all: its cgroup comes from the
+hierarchy walk and the rest from the cache. See `ChangeFeed`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import os
 import re
 import sys
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from bpm_doctor import redact
 from bpm_doctor.collect import cgroups
@@ -111,6 +116,24 @@ class _Entry(NamedTuple):
     start: str | None = None
     unreadable: frozenset[str] = frozenset()
     read_errors: tuple[str, ...] = ()
+    # From the latest stat read; a known process the change feed vouches
+    # for is rebuilt with these.
+    ppid: int = 0
+    pgid: int | None = None
+    sid: int | None = None
+
+
+class ChangeFeed(Protocol):
+    """Tells a scan which processes may have changed since the previous scan."""
+
+    def changed_since_last_scan(self, pids: list[int]) -> set[int] | None:
+        """Return the pids that forked, exec'd, exited or changed identity since the last call.
+
+        `pids` is this scan's listing of /proc; the feed must take in every
+        event that happened before the call. None means the feed cannot
+        vouch for this scan (its first, lost events, a periodic check), and
+        every known process is read again.
+        """
 
 
 class ProcessCache:
@@ -135,14 +158,20 @@ class ProcessCache:
     `forget(pid)` may be called from another thread, such as the exec event
     listener; the entry is dropped at the start of the next scan. Everything
     else must run in the scanning thread.
+
+    `change_feed`, when set, lets a scan skip reading known processes that
+    the feed reports unchanged. `unread` counts those in the last scan;
+    they are also counted in `cached_reads`.
     """
 
     def __init__(self) -> None:
         self._entries: dict[int, _Entry] = {}
         self._forgotten: collections.deque[int] = collections.deque()
         self.boot_time: float | None = None
+        self.change_feed: ChangeFeed | None = None
         self.full_reads = 0
         self.cached_reads = 0
+        self.unread = 0
         # cgroup directories read by the last hierarchy walk; 0 before the first.
         self.cgroup_directories = 0
         self._hierarchy_pause = 0
@@ -201,17 +230,25 @@ def _collect_processes(snapshot: Snapshot, proc_root: str, cache: ProcessCache, 
         cache.boot_time = _boot_time(proc_root)
     previous = cache._entries
     current: dict[int, _Entry] = {}
-    cache.full_reads = cache.cached_reads = 0
+    cache.full_reads = cache.cached_reads = cache.unread = 0
     pids = _pids(proc_root)
     known_cgroups = _known_cgroups(cache, proc_root, len(pids))
+    changed = _changed_pids(cache, pids, known_cgroups)
     for pid in pids:
         entry = previous.get(pid)
         if entry is not None:
+            if changed is not None and _vouched_for(pid, entry, changed, known_cgroups):
+                current[pid] = entry
+                cache.cached_reads += 1
+                cache.unread += 1
+                if not entry.skipped:
+                    snapshot.processes[pid] = _rebuild(pid, entry, known_cgroups.paths[pid], snapshot)
+                continue
             stat, process = _reuse_entry(pid, proc_root, entry, snapshot, known_cgroups)
             if stat is None:
                 continue
             if process is not None or (entry.skipped and _same_process(stat, entry)):
-                current[pid] = entry
+                current[pid] = _with_parentage(entry, stat)
                 cache.cached_reads += 1
                 if process is not None:
                     snapshot.processes[pid] = process
@@ -270,8 +307,55 @@ def _known_cgroups(cache: ProcessCache, proc_root: str, process_count: int) -> _
     return _KnownCgroups(walked.paths, started_ticks)
 
 
+def _changed_pids(cache: ProcessCache, pids: list[int], known_cgroups: _KnownCgroups) -> set[int] | None:
+    """Ask the change feed, if any, which processes changed; None when every known one must be read.
+
+    The feed is called after the listing and the hierarchy walk, so it
+    has taken in every event from before them. A pid freed and reused
+    before the walk is then reported as changed, and the walk's cgroup is
+    that of the process the cache holds. Without a walk the cgroup would be
+    read after the feed's reply, possibly from a later process with the
+    same pid, so then the feed is not used.
+    """
+    if cache.change_feed is None:
+        return None
+    changed = cache.change_feed.changed_since_last_scan(pids)
+    if known_cgroups is _NO_CGROUPS:
+        return None
+    return changed
+
+
+def _vouched_for(pid: int, entry: _Entry, changed: set[int], known_cgroups: _KnownCgroups) -> bool:
+    """Return True when neither the process nor its parent changed, and the walk saw the process.
+
+    A process is reparented when its parent exits (exit_notify, before the
+    exit event is sent), so a changed parent means a fresh stat read.
+    """
+    return pid not in changed and entry.ppid not in changed and (entry.skipped or pid in known_cgroups.paths)
+
+
 def _same_process(stat: ProcStat, entry: _Entry) -> bool:
     return stat.start_ticks == entry.start_ticks and stat.exec_mark == entry.exec_mark
+
+
+def _with_parentage(entry: _Entry, stat: ProcStat) -> _Entry:
+    """Return the entry with the parent, process group and session of `stat`; the same object when unchanged."""
+    if entry.ppid == stat.ppid and entry.pgid == stat.pgid and entry.sid == stat.sid:
+        return entry
+    return entry._replace(ppid=stat.ppid, pgid=stat.pgid, sid=stat.sid)
+
+
+def _rebuild(pid: int, entry: _Entry, cgroup: str | None, snapshot: Snapshot,
+             stat: ProcStat | None = None) -> Process:
+    """Return a new Process from a cache entry, with the parentage of `stat` or, without it, of the entry."""
+    for reason in entry.read_errors:
+        snapshot.add_read_error(reason)
+    source = stat or entry
+    return Process(
+        pid=pid, ppid=source.ppid, uid=entry.uid, cgroup=cgroup, exe=entry.exe, cwd=entry.cwd,
+        argv=list(entry.argv), env=dict(entry.env), start=entry.start, pgid=source.pgid, sid=source.sid,
+        unreadable=set(entry.unreadable),
+    )
 
 
 def _reuse_entry(pid: int, proc_root: str, entry: _Entry, snapshot: Snapshot,
@@ -298,14 +382,7 @@ def _reuse_entry(pid: int, proc_root: str, entry: _Entry, snapshot: Snapshot,
         return None, None
     if entry.skipped or stat.exited or not _same_process(stat, entry):
         return stat, None
-    for reason in entry.read_errors:
-        snapshot.add_read_error(reason)
-    process = Process(
-        pid=pid, ppid=stat.ppid, uid=entry.uid, cgroup=cgroup, exe=entry.exe, cwd=entry.cwd,
-        argv=list(entry.argv), env=dict(entry.env), start=entry.start, pgid=stat.pgid, sid=stat.sid,
-        unreadable=set(entry.unreadable),
-    )
-    return stat, process
+    return stat, _rebuild(pid, entry, cgroup, snapshot, stat)
 
 
 def read_process(pid: int, proc_root: str = "/proc") -> Process | None:
@@ -561,7 +638,7 @@ def _read_process_through(pid: int, proc_root: str, stat_fd: int, snapshot: Snap
             snapshot.add_read_error("vanished")
             return None, None
         if stat.kernel_thread or stat.exited:
-            return None, _Entry(stat.start_ticks, stat.exec_mark, skipped=True)
+            return None, _Entry(stat.start_ticks, stat.exec_mark, skipped=True, ppid=stat.ppid)
         reader = _Reader(pid, proc_root, stat_fd)
         process, cmdline_denied = _read_attributes(reader, stat, boot_time, known_cgroups)
         if cmdline_denied:
@@ -584,6 +661,7 @@ def _read_process_through(pid: int, proc_root: str, stat_fd: int, snapshot: Snap
                 start_ticks=stat.start_ticks, exec_mark=stat.exec_mark, uid=process.uid, exe=process.exe,
                 cwd=process.cwd, argv=tuple(process.argv), env=tuple(process.env.items()), start=process.start,
                 unreadable=frozenset(process.unreadable), read_errors=tuple(reader.read_errors),
+                ppid=stat.ppid, pgid=stat.pgid, sid=stat.sid,
             )
             return process, entry
         stat = closing

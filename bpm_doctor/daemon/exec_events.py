@@ -18,6 +18,13 @@ drivers/connector/cn_proc.c). Without that, or on a kernel built without
 CONFIG_PROC_EVENTS, `open_listener` raises `Unavailable` with the reason,
 the daemon logs `exec_events_unavailable` once and only polls.
 
+The watcher also keeps an `EventChangeLog` of every process that forked,
+exec'd, exited or changed identity, and answers the process collector's
+`changed_since_last_scan` from it (see bpm_doctor.daemon.change_feed). The
+socket is non-blocking, and every read of it, by this thread or by a scan
+in another thread, handles what it read under one lock. So when a scan asks,
+every event queued before the question has been recorded.
+
 Message layout, from the Linux UAPI headers:
 - linux/netlink.h: NETLINK_CONNECTOR = 11, struct nlmsghdr (16 bytes:
   u32 len, u16 type, u16 flags, u32 seq, u32 pid), NLMSG_DONE = 3;
@@ -27,9 +34,10 @@ Message layout, from the Linux UAPI headers:
 - linux/cn_proc.h: enum proc_cn_mcast_op (PROC_CN_MCAST_LISTEN = 1,
   PROC_CN_MCAST_IGNORE = 2), struct proc_event (u32 what, u32 cpu,
   u64 timestamp_ns, then the event_data union), PROC_EVENT_NONE = 0 (the
-  acknowledgement, event_data.ack.err), PROC_EVENT_EXEC = 0x2 and
-  PROC_EVENT_EXIT = 0x80000000, whose event data both start with
-  (pid_t process_pid, pid_t process_tgid).
+  acknowledgement, event_data.ack.err), PROC_EVENT_FORK = 0x1 (event data
+  pid_t parent_pid, parent_tgid, child_pid, child_tgid), and the others,
+  such as PROC_EVENT_EXEC = 0x2 and PROC_EVENT_EXIT = 0x80000000, whose
+  event data start with (pid_t process_pid, pid_t process_tgid).
 """
 
 from __future__ import annotations
@@ -37,14 +45,17 @@ from __future__ import annotations
 import errno
 import os
 import random
+import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from bpm_doctor import log
 from bpm_doctor.collect.processes import read_stat
+from bpm_doctor.daemon.change_feed import EventChangeLog
 
 NETLINK_CONNECTOR = 11
 NLMSG_DONE = 3
@@ -53,6 +64,7 @@ CN_VAL_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
 PROC_CN_MCAST_IGNORE = 2
 PROC_EVENT_NONE = 0x00000000
+PROC_EVENT_FORK = 0x00000001
 PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
 
@@ -60,6 +72,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _CN_MSG = struct.Struct("=IIIIHH")
 _EVENT_HEADER = struct.Struct("=IIQ")
 _EVENT_PIDS = struct.Struct("=ii")
+_FORK_PIDS = struct.Struct("=iiii")
 _ACK_ERROR = struct.Struct("=I")
 _OPERATION = struct.Struct("=I")
 
@@ -83,8 +96,19 @@ def _operation_message(operation: int, sequence: int) -> bytes:
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(connector), NLMSG_DONE, 0, 0, 0) + connector
 
 
-def parse_events(data: bytes) -> Iterator[tuple[int, int, int, int]]:
-    """Yield (what, pid, tgid, cn_msg ack) for each process event in one datagram.
+class ProcessEvent(NamedTuple):
+    """One process event: for a fork, `pid` and `tgid` are the parent's and `child_*` the new task's."""
+
+    what: int
+    pid: int
+    tgid: int
+    ack: int
+    child_pid: int = 0
+    child_tgid: int = 0
+
+
+def parse_events(data: bytes) -> Iterator[ProcessEvent]:
+    """Yield a ProcessEvent for each process event in one datagram.
 
     For PROC_EVENT_NONE, `pid` is the acknowledgement's error number.
     Messages of other connectors, and truncated ones, are skipped.
@@ -101,11 +125,14 @@ def parse_events(data: bytes) -> Iterator[tuple[int, int, int, int]]:
             if (index, value) == (CN_IDX_PROC, CN_VAL_PROC):
                 what = _EVENT_HEADER.unpack_from(data, event)[0]
                 event_data = event + _EVENT_HEADER.size
-                if what == PROC_EVENT_NONE and offset + length >= event_data + _ACK_ERROR.size:
-                    yield what, _ACK_ERROR.unpack_from(data, event_data)[0], 0, ack
-                elif offset + length >= event_data + _EVENT_PIDS.size:
-                    pid, tgid = _EVENT_PIDS.unpack_from(data, event_data)
-                    yield what, pid, tgid, ack
+                end = offset + length
+                if what == PROC_EVENT_NONE and end >= event_data + _ACK_ERROR.size:
+                    yield ProcessEvent(what, _ACK_ERROR.unpack_from(data, event_data)[0], 0, ack)
+                elif what == PROC_EVENT_FORK and end >= event_data + _FORK_PIDS.size:
+                    parent_pid, parent_tgid, child_pid, child_tgid = _FORK_PIDS.unpack_from(data, event_data)
+                    yield ProcessEvent(what, parent_pid, parent_tgid, ack, child_pid, child_tgid)
+                elif what != PROC_EVENT_FORK and end >= event_data + _EVENT_PIDS.size:
+                    yield ProcessEvent(what, *_EVENT_PIDS.unpack_from(data, event_data), ack)
         # Netlink messages are aligned to 4 bytes (NLMSG_ALIGN).
         offset += (length + 3) & ~3
 
@@ -165,12 +192,12 @@ def _wait_for_ack(sock: socket.socket, timeout: float) -> None:
             data = sock.recv(65536)
         except socket.timeout:
             continue
-        for what, error_number, _tgid, ack in parse_events(data):
+        for event in parse_events(data):
             # cn_proc_ack replies with ack = our cn_msg.ack (0) + 1. The
             # sequence number is not ours on Linux 6.18, so it is not compared.
-            if what == PROC_EVENT_NONE and ack == 1:
-                if error_number:
-                    raise Unavailable(_reason(OSError(error_number, os.strerror(error_number))))
+            if event.what == PROC_EVENT_NONE and event.ack == 1:
+                if event.pid:
+                    raise Unavailable(_reason(OSError(event.pid, os.strerror(event.pid))))
                 return
 
 
@@ -206,6 +233,9 @@ class ExecWatcher(threading.Thread):
     runs, because one that exited cannot be seen. On a busy host most execs
     are short commands or unrelated programs, and this keeps them from
     costing a scan each second. The next interval scan reads them anyway.
+
+    The watcher is also the process collector's change feed
+    (`changed_since_last_scan`), which works without the thread running.
     """
 
     def __init__(self, sock: socket.socket, trigger: Callable[[], None],
@@ -216,6 +246,7 @@ class ExecWatcher(threading.Thread):
                  monotonic: Callable[[], float] = time.monotonic):
         super().__init__(name="exec-events", daemon=True)
         self.sock = sock
+        self.sock.setblocking(False)
         self.trigger = trigger
         self.watched_pids = watched_pids
         self.on_exec = on_exec
@@ -224,6 +255,11 @@ class ExecWatcher(threading.Thread):
         self.min_gap_seconds = min_gap_seconds
         self._monotonic = monotonic
         self._stop_event = threading.Event()
+        # Held while reading the socket and recording what was read, by
+        # this thread or by a scan asking for changes.
+        self._socket_lock = threading.RLock()
+        self.changes = EventChangeLog()
+        self._failed = False
         self._due: float | None = None
         self._last_trigger: float | None = None
         # Processes that exec'd since the last scan, and whether a watched pid exited.
@@ -240,7 +276,9 @@ class ExecWatcher(threading.Thread):
         self._stop_event.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
-        close_listener(self.sock)
+        with self._socket_lock:
+            self._failed = True
+            close_listener(self.sock)
 
     def run(self) -> None:
         try:
@@ -249,9 +287,27 @@ class ExecWatcher(threading.Thread):
                 if self._due is not None and self._monotonic() >= self._due:
                     self._fire()
         except Exception as error:  # noqa: BLE001 - polling goes on; the reason is logged once
+            self._failed = True
             if not self._stop_event.is_set():
                 self._logger.error("exec_events_failed", error=f"{type(error).__name__}: {error}",
                                    fallback="interval scans only")
+
+    def changed_since_last_scan(self, pids: list[int]) -> set[int] | None:
+        """Return the processes that changed since the last call, for the process collector; None to read all.
+
+        Safe from any thread. Once the watcher has failed or stopped, every
+        scan reads every process.
+        """
+        with self._socket_lock:
+            if self._failed:
+                return None
+            self._drain()
+            was_trusted = self.changes.distrusted is None
+            changed = self.changes.take(pids)
+        if was_trusted and self.changes.distrusted is not None:
+            self._logger.warning("exec_events_unverified", reason=self.changes.distrusted,
+                                 fallback="every process is read each scan")
+        return changed
 
     def _fire(self) -> None:
         """Scan when the burst left a process that matters or a watched pid exited; otherwise skip."""
@@ -268,28 +324,51 @@ class ExecWatcher(threading.Thread):
         self.trigger()
 
     def _receive(self) -> None:
+        """Wait until the socket is readable or a scan is due, then handle what is queued."""
         now = self._monotonic()
         timeout = _POLL_SECONDS if self._due is None else max(0.0, self._due - now)
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            return
-        except OSError as error:
-            if error.errno != errno.ENOBUFS:
-                raise
-            # The receive buffer overflowed and events were lost, an exec among them perhaps.
-            self.lost_event_bursts += 1
-            self._watched_exit = True
-            self._schedule()
-            return
-        for what, pid, tgid, _ack in parse_events(data):
-            if what == PROC_EVENT_EXEC and self._counts(tgid):
-                if self.on_exec is not None:
-                    self.on_exec(tgid)
-                self._pending_execs.add(tgid)
+        if self._wait_readable(timeout):
+            with self._socket_lock:
+                self._drain()
+
+    def _wait_readable(self, timeout: float) -> bool:
+        readable, _writable, _failed = select.select([self.sock], [], [], timeout)
+        return bool(readable)
+
+    def _drain(self) -> None:
+        """Read and handle every datagram queued on the socket; the caller holds the socket lock."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:
+                    raise
+                # The receive buffer overflowed and events were lost, an exec among them perhaps.
+                self.lost_event_bursts += 1
+                self.changes.lost()
+                self._watched_exit = True
                 self._schedule()
-            elif what == PROC_EVENT_EXIT and pid == tgid and tgid in self.watched_pids():
+                continue
+            self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        for event in parse_events(data):
+            if event.what == PROC_EVENT_FORK:
+                # A new thread shares its process's entry; only a new process is recorded.
+                if event.child_pid == event.child_tgid:
+                    self.changes.forked(event.child_tgid)
+                continue
+            if event.what == PROC_EVENT_NONE:
+                continue
+            self.changes.changed(event.tgid)
+            if event.what == PROC_EVENT_EXEC and self._counts(event.tgid):
+                if self.on_exec is not None:
+                    self.on_exec(event.tgid)
+                self._pending_execs.add(event.tgid)
+                self._schedule()
+            elif event.what == PROC_EVENT_EXIT and event.pid == event.tgid and event.tgid in self.watched_pids():
                 self._watched_exit = True
                 self._schedule()
 

@@ -389,6 +389,16 @@ def test_hierarchy_map_drops_pid_seen_twice(tmp_path):
     assert 400 not in walked.paths
 
 
+def test_hierarchy_map_drops_pid_listed_twice_in_one_cgroup(tmp_path):
+    own = os.getpid()
+    mountinfo = cgroup_tree(tmp_path, {"/": [own, 400, 401, 400]})
+    fake = FakeProc(tmp_path / "proc", mountinfo=mountinfo)
+    walked = cgroups.hierarchy_map(fake.path, "/")
+    assert walked is not None
+    assert 400 not in walked.paths
+    assert walked.paths[401] == "/"
+
+
 def test_hierarchy_map_self_check(tmp_path):
     mountinfo = cgroup_tree(tmp_path, {"/": [os.getpid()]})
     fake = FakeProc(tmp_path / "proc", self_cgroup="0::/elsewhere\n", mountinfo=mountinfo)
@@ -402,7 +412,8 @@ def test_hierarchy_map_needs_mount(tmp_path):
 
 def test_hierarchy_map_hybrid(tmp_path):
     own = os.getpid()
-    unified = cgroup_tree(tmp_path / "v2", {"/": [own, 500, 501]})
+    # 502 started during the walk: the unified hierarchy lists it, name=systemd not yet.
+    unified = cgroup_tree(tmp_path / "v2", {"/": [own, 500, 501, 502]})
     named_mount = tmp_path / "named"
     (named_mount / "user.slice").mkdir(parents=True)
     (named_mount / "cgroup.procs").write_text(f"{own}\n500\n")
@@ -413,6 +424,7 @@ def test_hierarchy_map_hybrid(tmp_path):
     assert walked is not None
     assert walked.paths[500] == "/"
     assert walked.paths[501] == "/user.slice"
+    assert 502 not in walked.paths
 
 
 def test_mountinfo_escapes():
@@ -443,6 +455,100 @@ def test_warm_scan_uses_hierarchy_map(tmp_path, monkeypatch):
     warm = scan(fake, cache)
     assert warm.processes[600].cgroup == "/system.slice/b.service"
     assert 600 not in read_per_pid
+
+
+# With a change feed (the daemon's process events)
+
+
+class ScriptedFeed:
+    """A change feed that answers each scan from a list: a set of changed pids, or None."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.listings: list[list[int]] = []
+
+    def changed_since_last_scan(self, pids):
+        self.listings.append(list(pids))
+        return self.answers.pop(0)
+
+
+def walked_fake(tmp_path, members) -> FakeProc:
+    """A fake /proc whose processes sit in one cgroup of a hierarchy the collector can walk.
+
+    The walk reads three directories, so it is used from six processes on.
+    """
+    mountinfo = cgroup_tree(tmp_path, {"/": [os.getpid()], "/system.slice/b.service": members})
+    fake = FakeProc(tmp_path / "proc", mountinfo=mountinfo)
+    for pid in members:
+        fake.add(FakeProcess(pid=pid, ppid=members[0] if pid != members[0] else 1,
+                             cgroup="0::/system.slice/b.service\n"))
+    return fake
+
+
+def test_vouched_process_is_not_read(tmp_path):
+    members = list(range(600, 608))
+    fake = walked_fake(tmp_path, members)
+    cache = ProcessCache()
+    cache.change_feed = ScriptedFeed([None, set(), {601}])
+    scan(fake, cache)
+    # A change no event reported is not seen: proof that nothing was read.
+    fake.write_stat(FakeProcess(pid=602, ppid=77))
+    warm = scan(fake, cache)
+    assert cache.unread == 8
+    assert warm.processes[602].ppid == 600
+    assert warm.processes[602].cgroup == "/system.slice/b.service"
+    assert warm.processes[602].argv == ["/opt/quill/quill-operator", "run"]
+    # An exec reported for 601: it alone is read again, in full.
+    fake.add(FakeProcess(pid=601, ppid=600, argv=["sleep", "1"], addresses=(1,) * 7,
+                         cgroup="0::/system.slice/b.service\n"))
+    again = scan(fake, cache)
+    assert cache.unread == 7
+    assert cache.full_reads == 1
+    assert again.processes[601].argv == ["sleep", "1"]
+    assert again.processes[602].ppid == 600
+    assert cache.change_feed.listings[1] == sorted(members)
+
+
+def test_children_of_an_exited_parent_are_read_again(tmp_path):
+    members = list(range(600, 608))
+    fake = walked_fake(tmp_path, members)
+    cache = ProcessCache()
+    cache.change_feed = ScriptedFeed([None, {600}])
+    scan(fake, cache)
+    fake.remove(600)
+    for pid in members[1:]:
+        fake.write_stat(FakeProcess(pid=pid, ppid=1))
+    warm = scan(fake, cache)
+    assert 600 not in warm.processes
+    assert {warm.processes[pid].ppid for pid in members[1:]} == {1}
+    assert cache.unread == 0
+
+
+def test_parentage_read_by_stat_is_kept_for_unread_scans(tmp_path):
+    members = list(range(600, 608))
+    fake = walked_fake(tmp_path, members)
+    cache = ProcessCache()
+    cache.change_feed = ScriptedFeed([None, None, set()])
+    scan(fake, cache)
+    fake.write_stat(FakeProcess(pid=601, ppid=1))
+    assert scan(fake, cache).processes[601].ppid == 1
+    unread = scan(fake, cache)
+    assert cache.unread == 8
+    assert unread.processes[601].ppid == 1
+
+
+def test_feed_not_used_without_a_hierarchy_walk(fake):
+    for pid in (600, 601):
+        fake.add(FakeProcess(pid=pid, ppid=600 if pid == 601 else 1))
+    cache = ProcessCache()
+    cache.change_feed = ScriptedFeed([None, set()])
+    scan(fake, cache)
+    fake.write_stat(FakeProcess(pid=601, ppid=77))
+    warm = scan(fake, cache)
+    # Asked all the same, so that its record stays in step with the scans.
+    assert len(cache.change_feed.listings) == 2
+    assert cache.unread == 0
+    assert warm.processes[601].ppid == 77
 
 
 # Live host

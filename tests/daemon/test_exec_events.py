@@ -8,10 +8,11 @@ the connector was checked to work, so there it fails instead.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
-import socket
+import signal
 import struct
 import subprocess
 import sys
@@ -25,23 +26,35 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bpm_doctor import serve
 from bpm_doctor.config import Config
+from bpm_doctor.collect.processes import ProcessCache, collect_processes, read_stat
 from bpm_doctor.daemon import exec_events
 from bpm_doctor.daemon.scanner import Scanner
 from bpm_doctor.daemon.exec_events import (
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
+    PROC_EVENT_FORK,
     PROC_EVENT_NONE,
     ExecWatcher,
+    ProcessEvent,
     parse_events,
 )
 from bpm_doctor.model import Snapshot
 from bpm_doctor.sdnotify import Notifier
 
 
-def event_message(what: int, pid: int = 0, tgid: int = 0, ack: int = 0, index: int = 1) -> bytes:
-    """Build one netlink message carrying a struct proc_event, as the kernel sends it."""
+def event_message(what: int, pid: int = 0, tgid: int = 0, ack: int = 0, index: int = 1,
+                  child: int = 0) -> bytes:
+    """Build one netlink message carrying a struct proc_event, as the kernel sends it.
+
+    For a fork, `pid` and `tgid` are the parent's, and `child` is the new
+    process (child_pid and child_tgid), or a new thread when negative
+    (child_pid -child, child_tgid tgid).
+    """
     if what == PROC_EVENT_NONE:
         data = struct.pack("=IIQI", what, 0, 123, pid)
+    elif what == PROC_EVENT_FORK:
+        child_pid, child_tgid = (child, child) if child > 0 else (-child, tgid)
+        data = struct.pack("=IIQiiii", what, 0, 123, pid, tgid, child_pid, child_tgid) + b"\0" * 8
     else:
         data = struct.pack("=IIQii", what, 0, 123, pid, tgid) + b"\0" * 16
     connector = struct.pack("=IIIIHH", index, 1, 7, ack, len(data), 0) + data
@@ -53,14 +66,21 @@ def event_message(what: int, pid: int = 0, tgid: int = 0, ack: int = 0, index: i
 
 def test_parse_exec_and_exit():
     data = event_message(PROC_EVENT_EXEC, 41, 40)
-    assert list(parse_events(data)) == [(PROC_EVENT_EXEC, 41, 40, 0)]
+    assert list(parse_events(data)) == [ProcessEvent(PROC_EVENT_EXEC, 41, 40, 0)]
     data = event_message(PROC_EVENT_EXIT, 40, 40)
-    assert list(parse_events(data)) == [(PROC_EVENT_EXIT, 40, 40, 0)]
+    assert list(parse_events(data)) == [ProcessEvent(PROC_EVENT_EXIT, 40, 40, 0)]
+
+
+def test_parse_fork_names_parent_and_child():
+    data = event_message(PROC_EVENT_FORK, 41, 40, child=77)
+    assert list(parse_events(data)) == [ProcessEvent(PROC_EVENT_FORK, 41, 40, 0, 77, 77)]
+    thread = event_message(PROC_EVENT_FORK, 41, 40, child=-78)
+    assert list(parse_events(thread)) == [ProcessEvent(PROC_EVENT_FORK, 41, 40, 0, 78, 40)]
 
 
 def test_parse_ack_error():
     assert list(parse_events(event_message(PROC_EVENT_NONE, errno.EPERM, ack=1))) == [
-        (PROC_EVENT_NONE, errno.EPERM, 0, 1)]
+        ProcessEvent(PROC_EVENT_NONE, errno.EPERM, 0, 1)]
 
 
 def test_parse_several_messages():
@@ -77,6 +97,14 @@ def test_parse_truncated(cut):
     assert list(parse_events(event_message(PROC_EVENT_EXEC, 5, 5)[:cut])) == []
 
 
+def test_parse_truncated_fork_skipped():
+    message = event_message(PROC_EVENT_FORK, 5, 5, child=6)
+    # Keep the exec-sized event data (two pids) but not the child's pids.
+    length = 16 + 20 + 16 + 8
+    cut = struct.pack("=I", length) + message[4:length]
+    assert list(parse_events(cut)) == []
+
+
 # Debouncing, with a scripted socket and clock
 
 
@@ -89,29 +117,48 @@ class FakeClock:
 
 
 class ScriptedSocket:
-    """Hands out queued datagrams; an empty queue is a timeout that advances the clock by the timeout."""
+    """A non-blocking socket that hands out queued datagrams, then queued errors, then EAGAIN.
+
+    `wait_readable` stands in for select(): with nothing queued it lets the
+    whole timeout pass on the fake clock.
+    """
 
     def __init__(self, clock: FakeClock):
         self.clock = clock
         self.queue: list[bytes] = []
-        self.timeout = None
+        self.errors: list[OSError] = []
+        self.blocking = True
 
-    def settimeout(self, timeout):
-        self.timeout = timeout
+    def setblocking(self, flag):
+        self.blocking = flag
 
     def recv(self, _size):
+        assert not self.blocking
         if self.queue:
             return self.queue.pop(0)
-        self.clock.now += self.timeout
-        raise socket.timeout
+        if self.errors:
+            raise self.errors.pop(0)
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    def wait_readable(self, timeout: float) -> bool:
+        if self.queue or self.errors:
+            return True
+        self.clock.now += timeout
+        return False
+
+
+def scripted_watcher(sock: ScriptedSocket, trigger, **kwargs) -> ExecWatcher:
+    watcher = ExecWatcher(sock, trigger, monotonic=sock.clock, **kwargs)
+    watcher._wait_readable = sock.wait_readable
+    return watcher
 
 
 def watcher_for(monkeypatch, clock, watched=frozenset()):
     sock = ScriptedSocket(clock)
     triggers: list[float] = []
     forgotten: list[int] = []
-    watcher = ExecWatcher(sock, lambda: triggers.append(clock.now), watched_pids=lambda: set(watched),
-                          on_exec=forgotten.append, monotonic=clock)
+    watcher = scripted_watcher(sock, lambda: triggers.append(clock.now), watched_pids=lambda: set(watched),
+                               on_exec=forgotten.append)
     # Every exec'd pid counts as a live process started by someone else.
     monkeypatch.setattr(exec_events, "_parent_pid", lambda pid: 1)
     monkeypatch.setattr(exec_events, "_is_live", lambda pid: True)
@@ -210,14 +257,69 @@ def test_lost_events_trigger(monkeypatch):
     clock = FakeClock()
     watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock)
 
-    def overflow(_size):
-        sock.recv = ScriptedSocket.recv.__get__(sock)
-        raise OSError(errno.ENOBUFS, "No buffer space available")
-
-    sock.recv = overflow
+    sock.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
     run_for(watcher, clock, 1)
     assert len(triggers) == 1
     assert watcher.lost_event_bursts == 1
+
+
+# The change feed for the process collector
+
+
+def feed_for(monkeypatch):
+    clock = FakeClock()
+    watcher, sock, _triggers, _forgotten = watcher_for(monkeypatch, clock)
+    assert watcher.changed_since_last_scan([1, 500]) is None  # the first scan reads everything
+    return watcher, sock
+
+
+def test_feed_names_forked_execd_and_exited_processes(monkeypatch):
+    watcher, sock = feed_for(monkeypatch)
+    sock.queue = [
+        event_message(PROC_EVENT_FORK, 1, 1, child=501),
+        event_message(PROC_EVENT_FORK, 500, 500, child=-502),  # a thread of 500
+        event_message(PROC_EVENT_EXEC, 501, 501),
+        event_message(PROC_EVENT_EXIT, 503, 503),
+    ]
+    # Nothing drained these yet: the question itself reads the socket.
+    assert watcher.changed_since_last_scan([1, 500, 501]) == {501, 503}
+    assert watcher.changed_since_last_scan([1, 500, 501]) == set()
+
+
+def test_feed_reads_everything_after_lost_events(monkeypatch):
+    watcher, sock = feed_for(monkeypatch)
+    sock.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
+    assert watcher.changed_since_last_scan([1, 500]) is None
+    assert watcher.changed_since_last_scan([1, 500]) == set()
+
+
+def test_feed_unverified_logged_once(monkeypatch):
+    watcher, _sock = feed_for(monkeypatch)
+    with structlog.testing.capture_logs() as logs:
+        for _scan in range(4):
+            assert watcher.changed_since_last_scan([1, 500, 600]) is None
+    warnings = [entry for entry in logs if entry["event"] == "exec_events_unverified"]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert "pid 600" in warnings[0]["reason"]
+
+
+def test_feed_reads_everything_after_the_watcher_failed(monkeypatch):
+    watcher, sock = feed_for(monkeypatch)
+    sock.errors.append(OSError(errno.EBADF, "Bad file descriptor"))
+    with structlog.testing.capture_logs() as logs:
+        watcher.run()
+    assert [entry["event"] for entry in logs] == ["exec_events_failed"]
+    assert watcher.changed_since_last_scan([1, 500]) is None
+
+
+def test_feed_stopped_reads_everything(monkeypatch):
+    watcher, sock = feed_for(monkeypatch)
+    closed = []
+    monkeypatch.setattr(exec_events, "close_listener", closed.append)
+    watcher.stop()
+    assert closed == [sock]
+    assert watcher.changed_since_last_scan([1, 500]) is None
 
 
 # Without the connector
@@ -377,7 +479,7 @@ def test_exec_that_cannot_matter_skipped(monkeypatch):
         queried.append(pid)
         return pid == 902
 
-    watcher = ExecWatcher(sock, lambda: triggers.append(clock.now), matters=matters, monotonic=clock)
+    watcher = scripted_watcher(sock, lambda: triggers.append(clock.now), matters=matters)
     monkeypatch.setattr(exec_events, "_parent_pid", lambda pid: 1)
     sock.queue = [event_message(PROC_EVENT_EXEC, 901, 901)]
     run_for(watcher, clock, 1)
@@ -387,3 +489,70 @@ def test_exec_that_cannot_matter_skipped(monkeypatch):
     run_for(watcher, clock, 3)
     assert len(triggers) == 1
     assert 902 in queried
+
+
+@pytest.mark.live
+def test_scans_fed_by_real_events_see_exec_and_reparenting():
+    reason = connector_unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the proc connector works on this machine type as root, but not here: {reason}")
+        pytest.skip(f"proc connector unavailable: {reason}")
+    watcher = ExecWatcher(exec_events.open_listener(), trigger=lambda: None)
+    cache = ProcessCache()
+    cache.change_feed = watcher
+
+    def scan() -> Snapshot:
+        snapshot = Snapshot(source="test")
+        collect_processes(snapshot, cache=cache)
+        return snapshot
+
+    # A shell with a child in the background, which execs into a hand-run instance on a line of input.
+    shell = subprocess.Popen(["sh", "-c", "sleep 60 & read line; exec env BLUEPRINT_ID=9321 SERVICE_ID=1 sleep 30"],
+                             stdin=subprocess.PIPE, env={"PATH": os.environ["PATH"]})
+    child = None
+    try:
+        child = wait_for(lambda: _child_of(shell.pid), 5, "the background sleep")
+        scan()
+        scan()
+        if not cache.cgroup_directories:
+            pytest.skip("this host's cgroups are not walked, so no scan skips a process")
+        assert cache.unread > 0
+        assert shell.pid in cache
+
+        shell.stdin.write(b"go\n")
+        shell.stdin.flush()
+        wait_for(lambda: _executed(shell.pid), 5, "the shell's exec")
+        after_exec = scan()
+        assert after_exec.processes[shell.pid].argv == ["sleep", "30"]
+        assert after_exec.processes[shell.pid].env == {"BLUEPRINT_ID": "9321", "SERVICE_ID": "1"}
+
+        shell.kill()
+        shell.wait()
+        reparented = scan()
+        assert shell.pid not in reparented.processes
+        assert reparented.processes[child].ppid != shell.pid
+        assert reparented.processes[child].ppid == read_stat(child).ppid
+    finally:
+        watcher.stop()
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+def _child_of(parent: int) -> int | None:
+    """Return the pid of a `sleep 60` whose parent is `parent`, once it has exec'd."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = read_stat(int(name))
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                    argv = cmdline.read()
+            except OSError:
+                continue
+            if stat is not None and stat.ppid == parent and argv == b"sleep\x0060\x00":
+                return int(name)
+    return None

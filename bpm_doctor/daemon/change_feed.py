@@ -1,0 +1,85 @@
+"""Turn kernel process events into the set of processes a scan must read again.
+
+With the proc connector subscribed, every fork, exec, exit and change of
+identity (uid, gid, session, command name, ptrace) on the host arrives as an
+event. `EventChangeLog` collects their process ids between two scans, and
+`take` hands them to the process collector, which then reads only those
+processes, and the children of those that changed, instead of every process.
+
+The log vouches for a scan only when it can check that events are arriving:
+
+- not on the first scan, which has no earlier listing to compare with;
+- not after the socket overflowed (ENOBUFS): events were lost;
+- not when a process appeared in /proc without a fork event, because then
+  events may be missing. A listing may see a new process a moment before
+  its fork event is queued, so the process counts as unexplained only when
+  the event is still missing at the next scan, and from then on the log
+  never vouches again;
+- not on every `full_pass_scans`-th scan. The connector drops an event
+  without telling anyone when the kernel cannot allocate the message
+  (cn_netlink_send_mult in drivers/connector/connector.c returns -ENOMEM),
+  and nothing reports a move to another process group. A regular full
+  pass bounds how long such a miss can last.
+"""
+
+from __future__ import annotations
+
+# Every this many scans, every known process is read again, whatever the events reported.
+FULL_PASS_SCANS = 10
+
+
+class EventChangeLog:
+    """The processes reported by process events since the last scan; not thread-safe on its own."""
+
+    def __init__(self, full_pass_scans: int = FULL_PASS_SCANS):
+        self.full_pass_scans = full_pass_scans
+        # Set once processes appeared without fork events; the log then never vouches again.
+        self.distrusted: str | None = None
+        self._changed: set[int] = set()
+        self._forked: set[int] = set()
+        self._forked_before: set[int] = set()
+        self._lost = False
+        self._previous_pids: set[int] | None = None
+        self._awaiting_fork: set[int] = set()
+        self._scans = 0
+
+    def forked(self, tgid: int) -> None:
+        """Record a new process (not a new thread)."""
+        self._forked.add(tgid)
+        self._changed.add(tgid)
+
+    def changed(self, tgid: int) -> None:
+        """Record an exec, exit or change of identity of a process."""
+        self._changed.add(tgid)
+
+    def lost(self) -> None:
+        """Record that the socket overflowed and events were dropped."""
+        self._lost = True
+
+    def take(self, pids: list[int]) -> set[int] | None:
+        """Return the pids recorded since the last call, or None when this scan must read every process.
+
+        `pids` is the scan's listing of /proc, made before the events up to
+        now were recorded.
+        """
+        current = set(pids)
+        changed, self._changed = self._changed, set()
+        # A fork recorded just before the previous listing may belong to a
+        # pid that the listing missed, so forks are kept for two scans.
+        forked = self._forked | self._forked_before
+        self._forked_before, self._forked = self._forked, set()
+        previous, self._previous_pids = self._previous_pids, current
+        lost, self._lost = self._lost, False
+        self._scans += 1
+
+        if previous is None:
+            return None
+        still_missing = self._awaiting_fork - forked
+        if still_missing and self.distrusted is None:
+            self.distrusted = (f"{len(still_missing)} process(es) appeared in /proc without a fork event, "
+                               f"such as pid {min(still_missing)}")
+        self._awaiting_fork = current - previous - forked
+
+        if self.distrusted or lost or self._awaiting_fork or self._scans % self.full_pass_scans == 0:
+            return None
+        return changed
