@@ -21,6 +21,7 @@ per process as well.
 
 from __future__ import annotations
 
+import collections
 import os
 from dataclasses import dataclass
 
@@ -73,7 +74,7 @@ def _read_members(directory: str) -> list[int] | None:
         return None
     finally:
         os.close(fd)
-    return [int(token) for token in b"".join(chunks).split()]
+    return list(map(int, b"".join(chunks).split()))
 
 
 def _walk(mount: _Mount) -> tuple[dict[int, str], set[int], int] | None:
@@ -96,10 +97,14 @@ def _walk(mount: _Mount) -> tuple[dict[int, str], set[int], int] | None:
                 return None
             continue  # removed during the walk, so its processes moved elsewhere
         directories += 1
-        for pid in pids:
-            if pid in members:
-                duplicates.add(pid)
-            members[pid] = path
+        # Whole-list operations instead of a loop per pid: a root cgroup can
+        # hold thousands of processes, and every scan walks it.
+        listed = dict.fromkeys(pids, path)
+        if len(listed) < len(pids):
+            # cgroup v1 does not promise a list free of duplicates (cgroups.txt).
+            duplicates.update(pid for pid, count in collections.Counter(pids).items() if count > 1)
+        duplicates.update(members.keys() & listed.keys())
+        members.update(listed)
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
@@ -111,11 +116,16 @@ def _walk(mount: _Mount) -> tuple[dict[int, str], set[int], int] | None:
     return members, duplicates, directories
 
 
-def _combine(unified: str | None, named: str | None) -> str | None:
-    """Apply `processes.read_cgroup`'s choice: unified unless it is "/", then name=systemd."""
-    if unified and unified != "/":
-        return unified
-    return named or unified
+def _combine_walks(unified: dict[int, str] | None, named: dict[int, str] | None) -> dict[int, str]:
+    """Merge the walks of the hierarchies present with `processes.read_cgroup`'s choice.
+
+    That is the unified path unless it is "/", then the name=systemd one. A
+    pid present in one walk but not the other started or moved during the
+    walk; leaving it out makes the caller read it directly.
+    """
+    if unified is not None and named is not None:
+        return {pid: path if path != "/" else named[pid] for pid, path in unified.items() if pid in named}
+    return dict(unified if unified is not None else named or {})
 
 
 @dataclass
@@ -156,18 +166,9 @@ def hierarchy_map(proc_root: str, own_cgroup: str | None, own_pid: int | None = 
             return None
         walks.append(walked)
     (unified, unified_twice, unified_dirs), (named, named_twice, named_dirs) = walks
-    ambiguous = unified_twice | named_twice
-    paths: dict[int, str] = {}
-    for pid in set(unified) | set(named):
-        if pid in ambiguous:
-            continue
-        # A pid present in one walk but not the other started or moved
-        # during the walk; leaving it out makes the caller read it directly.
-        if (has_unified and pid not in unified) or (has_named and pid not in named):
-            continue
-        path = _combine(unified.get(pid), named.get(pid))
-        if path is not None:
-            paths[pid] = path
+    paths = _combine_walks(unified if has_unified else None, named if has_named else None)
+    for pid in unified_twice | named_twice:
+        paths.pop(pid, None)
     if paths.get(os.getpid() if own_pid is None else own_pid) != own_cgroup:
         return None
     return HierarchyMap(paths, unified_dirs + named_dirs)
