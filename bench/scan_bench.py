@@ -13,7 +13,9 @@ tables of medians and ratios:
    with an empty cache), a warm one (the cache of the previous scan), the
    floor (a plain Python loop reading /proc/PID/{stat,cmdline,cgroup}), the
    daemon's whole warm scan (collect_host with the process and unit file
-   caches the daemon keeps, plus diagnose), and the scrape
+   caches the daemon keeps, plus diagnose), both warm scans again with
+   the cache fed by process events when the proc connector can be
+   subscribed (as root), and the scrape
    latency of prometheus-process-exporter (every process tracked, without
    threads and smaps) and prometheus-node-exporter (processes collector
    only) when their Debian packages are installed;
@@ -63,6 +65,7 @@ from bpm_doctor.collect import collect_host  # noqa: E402
 from bpm_doctor.collect.processes import ProcessCache, collect_processes  # noqa: E402
 from bpm_doctor.collect.units import UnitFileCache  # noqa: E402
 from bpm_doctor.config import Config  # noqa: E402
+from bpm_doctor.daemon import exec_events  # noqa: E402
 from bpm_doctor.diagnose import diagnose  # noqa: E402
 from bpm_doctor.model import Snapshot  # noqa: E402
 
@@ -300,27 +303,68 @@ def start_exporters(started: Started, workdir: Path) -> dict[str, int]:
     return ports
 
 
+def event_fed_cache() -> tuple[ProcessCache, exec_events.ExecWatcher] | None:
+    """Return a process cache fed by its own proc connector subscription, as the daemon's; None without one.
+
+    The watcher's thread is not started: each scan reads the queued events
+    itself when it asks for changes.
+    """
+    try:
+        sock = exec_events.open_listener()
+    except exec_events.Unavailable:
+        return None
+    watcher = exec_events.ExecWatcher(sock, trigger=lambda: None)
+    cache = ProcessCache()
+    cache.change_feed = watcher
+    return cache, watcher
+
+
 def measure_count(rounds: int, exporters: dict[str, int]) -> dict[str, float]:
-    """Run every variant `rounds` times, interleaved so that load changes hit all alike; returns medians."""
+    """Run every variant `rounds` times, interleaved so that load changes hit all alike; returns medians.
+
+    With the proc connector, the "events" variants are scans whose cache is
+    fed by process events, as in the daemon when it may subscribe.
+    """
     config = Config()
     cache = ProcessCache()
-    collect_processes(Snapshot(), cache=cache)
     host_cache = ProcessCache()
     unit_file_cache = UnitFileCache()
-    collect_host(config, process_cache=host_cache, unit_file_cache=unit_file_cache)
-    for port in exporters.values():
-        scrape_seconds(port)  # the first scrape sets the exporter up
+    fed = event_fed_cache()
+    fed_host = event_fed_cache()
+    watchers = [pair[1] for pair in (fed, fed_host) if pair is not None]
 
-    def whole_warm_scan() -> None:
-        snapshot = collect_host(config, process_cache=host_cache, unit_file_cache=unit_file_cache)
+    def whole_warm_scan(process_cache: ProcessCache) -> None:
+        snapshot = collect_host(config, process_cache=process_cache, unit_file_cache=unit_file_cache)
         diagnose(snapshot, config)
 
     variants = {
         "floor": floor_loop,
         "cold": lambda: collect_processes(Snapshot()),
         "warm": lambda: collect_processes(Snapshot(), cache=cache),
-        "daemon scan (warm)": whole_warm_scan,
+        "daemon scan (warm)": lambda: whole_warm_scan(host_cache),
     }
+    if fed is not None and fed_host is not None:
+        variants["warm (events)"] = lambda: collect_processes(Snapshot(), cache=fed[0])
+        variants["daemon scan (warm, events)"] = lambda: whole_warm_scan(fed_host[0])
+    try:
+        # Two scans before timing: the first fills the caches, and the
+        # event-fed ones need a second before the events vouch for anything.
+        for name in ("warm", "daemon scan (warm)", "warm (events)", "daemon scan (warm, events)"):
+            if name in variants:
+                variants[name]()
+                variants[name]()
+        for port in exporters.values():
+            scrape_seconds(port)  # the first scrape sets the exporter up
+        samples = _interleaved_samples(rounds, variants, exporters)
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    medians["processes"] = float(len([name for name in os.listdir("/proc") if name.isdigit()]))
+    return medians
+
+
+def _interleaved_samples(rounds: int, variants: dict, exporters: dict[str, int]) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in [*variants, *exporters]}
     for _ in range(rounds):
         for name, variant in variants.items():
@@ -329,9 +373,7 @@ def measure_count(rounds: int, exporters: dict[str, int]) -> dict[str, float]:
             samples[name].append(time.perf_counter() - started)
         for name, port in exporters.items():
             samples[name].append(scrape_seconds(port))
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    medians["processes"] = float(len([name for name in os.listdir("/proc") if name.isdigit()]))
-    return medians
+    return samples
 
 
 # The daemon
@@ -482,17 +524,16 @@ def ratio(numerator: float | None, denominator: float | None) -> str:
 
 
 def print_scan_table(results: dict[int, dict[str, float]], exporters: list[str]) -> None:
-    columns = ["sleepers", "processes", "floor ms", "cold ms", "warm ms", "daemon scan (warm) ms",
-               *[f"{name} ms" for name in exporters],
-               "cold / floor", "cold / warm", *[f"{name} / cold" for name in exporters]]
+    scans = ["floor", "cold", "warm", "warm (events)", "daemon scan (warm)", "daemon scan (warm, events)"]
+    columns = ["sleepers", "processes", *[f"{name} ms" for name in scans], *[f"{name} ms" for name in exporters],
+               "cold / floor", "cold / warm", "cold / warm (events)", *[f"{name} / cold" for name in exporters]]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for count, medians in results.items():
-        row = [f"{count:,}", f"{int(medians['processes']):,}", milliseconds(medians["floor"]),
-               milliseconds(medians["cold"]), milliseconds(medians["warm"]),
-               milliseconds(medians["daemon scan (warm)"]),
-               *[milliseconds(medians.get(name)) for name in exporters],
+        row = [f"{count:,}", f"{int(medians['processes']):,}",
+               *[milliseconds(medians.get(name)) for name in [*scans, *exporters]],
                ratio(medians["cold"], medians["floor"]), ratio(medians["cold"], medians["warm"]),
+               ratio(medians["cold"], medians.get("warm (events)")),
                *[ratio(medians.get(name), medians["cold"]) for name in exporters]]
         print("| " + " | ".join(row) + " |")
 
