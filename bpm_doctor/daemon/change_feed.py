@@ -9,7 +9,9 @@ processes, and the children of those that changed, instead of every process.
 The log vouches for a scan only when it can check that events are arriving:
 
 - not on the first scan, which has no earlier listing to compare with;
-- not after the socket overflowed (ENOBUFS): events were lost;
+- not after the socket overflowed (ENOBUFS) or the log itself filled up:
+  events were lost, and with them perhaps fork events, so no process is
+  held against a missing one then;
 - not when a process appeared in /proc without a fork event, because then
   events may be missing. A listing may see a new process a moment before
   its fork event is queued, so the process counts as unexplained only when
@@ -26,6 +28,10 @@ from __future__ import annotations
 
 # Every this many scans, every known process is read again, whatever the events reported.
 FULL_PASS_SCANS = 10
+# Past this many processes recorded between two scans, the log stops
+# recording and the next scan reads everything, which costs less memory
+# than a set without bound on a host that forks without pause.
+MAX_RECORDED = 65536
 
 
 class EventChangeLog:
@@ -45,12 +51,20 @@ class EventChangeLog:
 
     def forked(self, tgid: int) -> None:
         """Record a new process (not a new thread)."""
-        self._forked.add(tgid)
-        self._changed.add(tgid)
+        if self._room():
+            self._forked.add(tgid)
+            self._changed.add(tgid)
 
     def changed(self, tgid: int) -> None:
         """Record an exec, exit or change of identity of a process."""
-        self._changed.add(tgid)
+        if self._room():
+            self._changed.add(tgid)
+
+    def _room(self) -> bool:
+        if len(self._changed) < MAX_RECORDED and len(self._forked) < MAX_RECORDED:
+            return True
+        self._lost = True
+        return False
 
     def lost(self) -> None:
         """Record that the socket overflowed and events were dropped."""
@@ -72,7 +86,9 @@ class EventChangeLog:
         lost, self._lost = self._lost, False
         self._scans += 1
 
-        if previous is None:
+        if previous is None or lost:
+            # Fork events may be among those lost, so no pid can be held against them.
+            self._awaiting_fork = set()
             return None
         still_missing = self._awaiting_fork - forked
         if still_missing and self.distrusted is None:
@@ -80,6 +96,6 @@ class EventChangeLog:
                                f"such as pid {min(still_missing)}")
         self._awaiting_fork = current - previous - forked
 
-        if self.distrusted or lost or self._awaiting_fork or self._scans % self.full_pass_scans == 0:
+        if self.distrusted or self._awaiting_fork or self._scans % self.full_pass_scans == 0:
             return None
         return changed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bpm_doctor.daemon import change_feed
 from bpm_doctor.daemon.change_feed import EventChangeLog
 
 
@@ -78,6 +79,34 @@ def test_lost_events_read_everything_once():
     changes.lost()
     assert changes.take([1, 10, 11]) is None
     assert changes.take([1, 10, 11]) == set()
+
+
+def test_lost_fork_events_never_distrust():
+    changes = started_log()
+    changes.lost()
+    # Pid 12's fork event was among those lost.
+    assert changes.take([1, 10, 11, 12]) is None
+    assert changes.take([1, 10, 11, 12]) == set()
+    assert changes.distrusted is None
+
+
+def test_unexplained_then_lost_does_not_distrust():
+    changes = started_log()
+    assert changes.take([1, 10, 11, 12]) is None
+    changes.lost()
+    assert changes.take([1, 10, 11, 12]) is None
+    assert changes.take([1, 10, 11, 12]) == set()
+    assert changes.distrusted is None
+
+
+def test_full_log_reads_everything(monkeypatch):
+    monkeypatch.setattr(change_feed, "MAX_RECORDED", 3)
+    changes = started_log()
+    for pid in range(100, 110):
+        changes.changed(pid)
+    assert changes.take([1, 10, 11]) is None
+    changes.changed(100)
+    assert changes.take([1, 10, 11]) == {100}
 
 
 @pytest.mark.parametrize("full_pass_scans", [2, 5])
