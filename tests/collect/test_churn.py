@@ -13,7 +13,11 @@ at that pid. Needs root for the namespace.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +25,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import pidns, standins
+from tests.support import pidns, standins, tools
 
 pytestmark = pytest.mark.live
 
@@ -56,6 +60,44 @@ def test_scans_under_churn_never_mix_processes(workdir, mode):
     assert result["vanished_reads"] > 0, "no process vanished during a read, so the races were not exercised"
     if mode == "incremental":
         assert result["cached_reads_last_scan"] > 0, "the cache was never used"
+
+
+def probe_on_host(workdir: Path, *arguments: str, timeout: float) -> dict:
+    """Run the probe in this host's PID namespace; on a timeout, kill it and what it started, by pid."""
+    environment = {**os.environ, "PYTHONPATH": str(pidns.REPOSITORY)}
+    probe_process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.race_probe", *arguments, "--workdir", str(workdir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(pidns.REPOSITORY), env=environment)
+    try:
+        output, errors = probe_process.communicate(timeout=timeout)
+    finally:
+        if probe_process.poll() is None:
+            for pid in pidns.descendants(probe_process.pid):
+                os.kill(pid, signal.SIGKILL)
+            probe_process.kill()
+            probe_process.communicate()
+    assert probe_process.returncode == 0, errors[-4000:]
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_event_fed_scans_under_churn_stay_current(workdir):
+    """Scans that skip processes the kernel's events report unchanged still see every exec and reparenting.
+
+    The events only reach the initial PID namespace, so this probe churns
+    on the host, without recycled pids.
+    """
+    tools.require_proc_connector()
+    result = probe_on_host(workdir, "scan", "--seconds", str(SCAN_SECONDS), "--events",
+                           timeout=SCAN_SECONDS + 120)
+    print(json.dumps(result, indent=1))
+    assert result["exceptions"] == 0, result["violations"]
+    assert result["violation_count"] == 0, result["violations"]
+    assert result["scans"] >= 50
+    assert result["churn"]["started_total"] >= 2000
+    events = result["events"]
+    assert events["distrusted"] is None
+    assert events["unread_total"] > 0, "no scan skipped a process, so the event path was not exercised"
+    assert events["changes_checked"] > 0, "no process changed between scans, so nothing was checked"
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,8 @@
 """Exec events: message parsing, debouncing, the fallback without the connector, and the daemon end to end.
 
-The live test needs the kernel proc connector, which needs CAP_NET_ADMIN in
-the initial user and pid namespaces. It skips when the connector is
-unavailable, except under CI=true: CI runs as root on a machine type where
-the connector was checked to work, so there it fails instead.
+The live tests need the kernel proc connector, which needs CAP_NET_ADMIN in
+the initial user and pid namespaces. They skip when the connector is
+unavailable, except under CI=true (tests/support/tools.py).
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from bpm_doctor.daemon.exec_events import (
 )
 from bpm_doctor.model import Snapshot
 from bpm_doctor.sdnotify import Notifier
+from tests.support import tools
 
 
 def event_message(what: int, pid: int = 0, tgid: int = 0, ack: int = 0, index: int = 1,
@@ -362,15 +362,6 @@ def test_daemon_logs_unavailable_once(monkeypatch):
 # The daemon end to end
 
 
-def connector_unavailable() -> str | None:
-    try:
-        sock = exec_events.open_listener()
-    except exec_events.Unavailable as error:
-        return str(error)
-    exec_events.close_listener(sock)
-    return None
-
-
 def hand_run_count(address: str) -> float:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -394,11 +385,7 @@ def wait_for(condition, timeout: float, description: str):
 
 @pytest.mark.live
 def test_exec_event_updates_metrics(tmp_path):
-    reason = connector_unavailable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the proc connector works on this machine type as root, but not here: {reason}")
-        pytest.skip(f"proc connector unavailable: {reason}")
+    tools.require_proc_connector()
     config = tmp_path / "config.toml"
     config.write_text("")
     log_path = tmp_path / "daemon.stderr"
@@ -493,11 +480,7 @@ def test_exec_that_cannot_matter_skipped(monkeypatch):
 
 @pytest.mark.live
 def test_scans_fed_by_real_events_see_exec_and_reparenting():
-    reason = connector_unavailable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the proc connector works on this machine type as root, but not here: {reason}")
-        pytest.skip(f"proc connector unavailable: {reason}")
+    tools.require_proc_connector()
     watcher = ExecWatcher(exec_events.open_listener(), trigger=lambda: None)
     cache = ProcessCache()
     cache.change_feed = watcher

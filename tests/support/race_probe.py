@@ -4,7 +4,10 @@ Run as PID 1 of a new PID namespace (tests/support/pidns.py). Subcommands:
 
     scan     churn (tests/support/churn.py) in a child process while this
              process scans with collect_host + diagnose as fast as it can;
-             every scan is checked against the churn log afterwards
+             every scan is checked against the churn log afterwards. With
+             --events the cache is fed by kernel process events, which
+             only work in the initial PID namespace, so then the probe
+             runs there, without recycled pids
     reuse    force one pid to be reused at chosen points of a scan, through
              /proc/sys/kernel/ns_last_pid and a hook on the collector's os.open
     serve    churn while `bpm-doctor serve` scans; the test scrapes it from outside
@@ -33,6 +36,7 @@ from bpm_doctor import log
 from bpm_doctor.collect import collect_host
 from bpm_doctor.collect import processes as process_collector
 from bpm_doctor.config import Config
+from bpm_doctor.daemon import exec_events
 from bpm_doctor.diagnose import diagnose
 from bpm_doctor.model import Snapshot
 from tests.support import churn
@@ -41,6 +45,8 @@ from tests.support.churn import CHURN_BLUEPRINT, INSTANCE_KINDS, MANAGER_KINDS, 
 # Pids the churner recycles inside the namespace; above the few this probe itself uses.
 RECYCLED_PIDS = (300, 1300)
 MAX_VIOLATIONS = 30
+# PF_EXITING in the flags field of /proc/PID/stat (include/linux/sched.h).
+PF_EXITING = 0x00000004
 
 
 def _start_churner(workdir: Path, seconds: float, stop_file: Path, seed: int, recycle: bool) -> subprocess.Popen:
@@ -170,19 +176,73 @@ def _summary_of_findings(findings) -> list:
                 and finding.id in ("duplicate-service", "orphan-instance", "hand-run-instance"))]
 
 
+class StalenessCheck:
+    """Check that an event-fed scan reflects every exec and reparenting that happened before it.
+
+    After each scan, the current stat of every cached process is compared
+    with its cache entry: a process whose exec mark or parent differs has
+    changed since it was read. The next scan comes after that change, so it
+    must have read the process again. An entry that still shows the old
+    exec mark or parent is stale.
+    """
+
+    def __init__(self, cache: process_collector.ProcessCache):
+        self.cache = cache
+        self.pending: dict[int, tuple] = {}
+        self.changes_seen = 0
+
+    def after_scan(self, number: int) -> list[str]:
+        problems = []
+        entries = self.cache._entries
+        for pid, (start_ticks, exec_mark, ppid, seen) in self.pending.items():
+            entry = entries.get(pid)
+            if entry is None or entry.start_ticks != start_ticks:
+                continue  # exited, or the pid was reused: a new entry either way
+            if entry.exec_mark == exec_mark:
+                problems.append(f"scan {number} pid {pid}: the cache entry still shows the exec mark "
+                                f"{exec_mark}, which had changed to {seen} before this scan")
+            if entry.ppid == ppid:
+                problems.append(f"scan {number} pid {pid}: the cache entry still shows parent {ppid}, "
+                                "which had changed before this scan")
+        self.pending = {}
+        for pid, entry in entries.items():
+            if entry.skipped:
+                continue  # kernel threads and zombies are not reported, and a kworker renames itself at will
+            stat = process_collector.read_stat(pid)
+            if stat is None or stat.start_ticks != entry.start_ticks:
+                continue
+            if stat.flags & PF_EXITING:
+                # do_exit drops the memory map, which zeroes the addresses of
+                # the exec mark, well before it sends the exit event. That
+                # event, not an exec, makes a later scan drop the process.
+                continue
+            if stat.exec_mark != entry.exec_mark or stat.ppid != entry.ppid:
+                self.pending[pid] = (entry.start_ticks, entry.exec_mark if stat.exec_mark != entry.exec_mark
+                                     else None, entry.ppid if stat.ppid != entry.ppid else None, stat)
+                self.changes_seen += 1
+        return problems
+
+
 def command_scan(args) -> dict:
     workdir = Path(args.workdir)
     churn.prepare_binaries(workdir / "bin")
     stop_file = workdir / "stop"
-    churner = _start_churner(workdir, args.seconds, stop_file, args.seed, recycle=True)
+    churner = _start_churner(workdir, args.seconds, stop_file, args.seed, recycle=not args.events)
     config = Config()
     # With --incremental, scans share a ProcessCache as the daemon's do, so a
     # reused pid must also never be served from the previous process's entry.
-    cache = process_collector.ProcessCache() if args.incremental else None
+    cache = process_collector.ProcessCache() if args.incremental or args.events else None
+    watcher = None
+    staleness = None
+    if args.events:
+        watcher = exec_events.ExecWatcher(exec_events.open_listener(), trigger=lambda: None)
+        cache.change_feed = watcher
+        staleness = StalenessCheck(cache)
     stored = []
     errors: list[str] = []
     durations: list[float] = []
     vanished = 0
+    unread = 0
     deadline = time.monotonic() + args.seconds
 
     while time.monotonic() < deadline and churner.poll() is None:
@@ -196,7 +256,12 @@ def command_scan(args) -> dict:
         durations.append(time.monotonic() - started)
         vanished += snapshot.read_errors.get("vanished", 0)
         stored.append((snapshot, _summary_of_findings(findings), view, len(snapshot.processes)))
+        if staleness is not None:
+            unread += cache.unread
+            errors += staleness.after_scan(len(stored))
     stats = _finish_churner(churner, stop_file)
+    if watcher is not None:
+        watcher.stop()
 
     checker = ScanChecker(str(workdir / "bin"), churn.read_log(workdir / "churn.log"))
     violations = [f"exception: {text}" for text in errors]
@@ -207,6 +272,10 @@ def command_scan(args) -> dict:
     durations.sort()
     return {
         "incremental": args.incremental,
+        "events": {
+            "unread_total": unread, "changes_checked": staleness.changes_seen,
+            "distrusted": watcher.changes.distrusted, "lost_event_bursts": watcher.lost_event_bursts,
+        } if watcher is not None else None,
         "cached_reads_last_scan": cache.cached_reads if cache is not None else 0,
         "scans": len(stored), "exceptions": len(errors), "violations": violations[:MAX_VIOLATIONS],
         "violation_count": len(violations), "churn": stats, "vanished_reads": vanished,
@@ -503,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--seed", type=int, default=0)
     scan.add_argument("--seconds", type=float, default=10.0)
     scan.add_argument("--incremental", action="store_true", help="share one ProcessCache between scans")
+    scan.add_argument("--events", action="store_true",
+                      help="feed the cache with kernel process events; run in the initial PID namespace")
     serve.add_argument("--seconds", type=float, default=20.0)
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--daemon-stderr", required=True)
@@ -510,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     scanner.add_argument("--cycles", type=int, default=2000)
     scanner.add_argument("--max-seconds", type=float, default=600.0)
     args = parser.parse_args(argv)
-    if os.getpid() != 1:
+    if os.getpid() != 1 and not getattr(args, "events", False):
         parser.error("run this as PID 1 of a private PID namespace (tests/support/pidns.py)")
     # Findings appear and clear with every churned process; keep the log quiet.
     log.configure(0, stream=open(os.devnull, "w"))
