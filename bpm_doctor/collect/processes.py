@@ -15,10 +15,11 @@ compares the two on the live host.
 
 Incremental scans: a `ProcessCache` passed to `collect_processes` keeps what
 only an exec can change (exe, argv, the filtered environment, cwd, uid and
-the start time), keyed by pid and start time. A later scan then reads two
-files for a known process: stat, for the parentage, the state and the exec
-check, and cgroup, because a process can be moved to another cgroup at any
-time. See `ProcessCache` for what is taken as unchanged.
+the start time), keyed by pid and start time. A later scan then reads stat
+of a known process, for the parentage, the state and the exec check, and
+takes its cgroup, which can change at any time, from the walk of the cgroup
+hierarchy or else from /proc/PID/cgroup. See `ProcessCache` for what is
+taken as unchanged.
 
 With a change feed (`ProcessCache.change_feed`, the daemon's kernel process
 events), a known process that the feed reports unchanged, and whose parent

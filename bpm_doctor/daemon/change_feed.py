@@ -9,14 +9,17 @@ processes, and the children of those that changed, instead of every process.
 The log vouches for a scan only when it can check that events are arriving:
 
 - not on the first scan, which has no earlier listing to compare with;
-- not after the socket overflowed (ENOBUFS) or the log itself filled up:
-  events were lost, and with them perhaps fork events, so no process is
-  held against a missing one then;
+- not after the socket overflowed (ENOBUFS) or the log itself filled up,
+  because events were lost. Netlink reports an overflow once, then drops
+  events without a word until the queue is empty (netlink_overrun and
+  netlink_rcv_wake in net/netlink/af_netlink.c). So fork events may also
+  be missing for processes that the next listing shows, and those are not
+  held against their fork events;
 - not when a process appeared in /proc without a fork event, because then
   events may be missing. A listing may see a new process a moment before
-  its fork event is queued, so the process counts as unexplained only when
-  the event is still missing at the next scan, and from then on the log
-  never vouches again;
+  its fork event is queued. So the process counts as unexplained only when
+  the event is still missing at the next scan. From then on the log never
+  vouches again;
 - not on every `full_pass_scans`-th scan. The connector drops an event
   without telling anyone when the kernel cannot allocate the message
   (cn_netlink_send_mult in drivers/connector/connector.c returns -ENOMEM),
@@ -47,6 +50,7 @@ class EventChangeLog:
         self._lost = False
         self._previous_pids: set[int] | None = None
         self._awaiting_fork: set[int] = set()
+        self._lost_last_scan = False
         self._scans = 0
 
     def forked(self, tgid: int) -> None:
@@ -87,14 +91,15 @@ class EventChangeLog:
         self._scans += 1
 
         if previous is None or lost:
-            # Fork events may be among those lost, so no pid can be held against them.
             self._awaiting_fork = set()
+            self._lost_last_scan = lost
             return None
         still_missing = self._awaiting_fork - forked
         if still_missing and self.distrusted is None:
             self.distrusted = (f"{len(still_missing)} process(es) appeared in /proc without a fork event, "
                                f"such as pid {min(still_missing)}")
-        self._awaiting_fork = current - previous - forked
+        self._awaiting_fork = set() if self._lost_last_scan else current - previous - forked
+        self._lost_last_scan = False
 
         if self.distrusted or self._awaiting_fork or self._scans % self.full_pass_scans == 0:
             return None

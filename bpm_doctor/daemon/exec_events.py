@@ -22,8 +22,9 @@ The watcher also keeps an `EventChangeLog` of every process that forked,
 exec'd, exited or changed identity, and answers the process collector's
 `changed_since_last_scan` from it (see bpm_doctor.daemon.change_feed). The
 socket is non-blocking, and every read of it, by this thread or by a scan
-in another thread, handles what it read under one lock. So when a scan asks,
-every event queued before the question has been recorded.
+in another thread, handles what it read under one lock, which also guards
+the pending burst. So when a scan calls it, every event queued before the
+call has been recorded.
 
 Message layout, from the Linux UAPI headers:
 - linux/netlink.h: NETLINK_CONNECTOR = 11, struct nlmsghdr (16 bytes:
@@ -83,6 +84,9 @@ ACK_TIMEOUT_SECONDS = 1.0
 # lost (ENOBUFS), which triggers a scan anyway.
 RECEIVE_BUFFER_BYTES = 4 << 20
 _POLL_SECONDS = 0.5
+# At most one exec_events_lost warning per this many seconds; a host that
+# forks in bursts can overflow the socket often.
+LOST_LOG_SECONDS = 60.0
 
 
 class Unavailable(Exception):
@@ -226,8 +230,9 @@ class ExecWatcher(threading.Thread):
 
     `trigger` runs in this thread and should scan. `watched_pids` returns the
     pids whose exit also triggers (the last scan's instances and managers).
-    `on_exec(pid)` is called for every exec, such as ProcessCache.forget. An
-    exec by a child of this daemon (systemctl started by a scan) is ignored.
+    `on_exec(pid)`, such as ProcessCache.forget, is called for every exec
+    that counts: not one by this daemon or by a child of it (systemctl
+    started by a scan), which is ignored, nor one whose process is gone.
     When the scan is due, `matters(pid)` decides for each exec'd process
     whether it is worth the scan. The default takes any process that still
     runs, because one that exited cannot be seen. On a busy host most execs
@@ -268,6 +273,8 @@ class ExecWatcher(threading.Thread):
         self.triggered_scans = 0
         self.skipped_scans = 0
         self.lost_event_bursts = 0
+        self._lost_logged_at: float | None = None
+        self._lost_unlogged = 0
         self._own_pid = os.getpid()
         self._logger = log.get_logger()
 
@@ -311,11 +318,14 @@ class ExecWatcher(threading.Thread):
 
     def _fire(self) -> None:
         """Scan when the burst left a process that matters or a watched pid exited; otherwise skip."""
+        # A scan in another thread may drain the socket meanwhile and add
+        # to the pending state, so the burst is taken out under the lock.
+        with self._socket_lock:
+            pending_execs, self._pending_execs = self._pending_execs, set()
+            watched_exit, self._watched_exit = self._watched_exit, False
+            self._due = None
         matters = self.matters or _is_live
-        needed = self._watched_exit or any(matters(pid) for pid in self._pending_execs)
-        self._due = None
-        self._pending_execs.clear()
-        self._watched_exit = False
+        needed = watched_exit or any(matters(pid) for pid in pending_execs)
         if not needed:
             self.skipped_scans += 1
             return
@@ -350,8 +360,20 @@ class ExecWatcher(threading.Thread):
                 self.changes.lost()
                 self._watched_exit = True
                 self._schedule()
+                self._log_lost()
                 continue
             self._handle(data)
+
+    def _log_lost(self) -> None:
+        """Log exec_events_lost, at most once per LOST_LOG_SECONDS, counting the overflows in between."""
+        self._lost_unlogged += 1
+        now = self._monotonic()
+        if self._lost_logged_at is not None and now - self._lost_logged_at < LOST_LOG_SECONDS:
+            return
+        self._logger.warning("exec_events_lost", overflows=self._lost_unlogged,
+                             receive_buffer_bytes=RECEIVE_BUFFER_BYTES, fallback="the next scan reads every process")
+        self._lost_logged_at = now
+        self._lost_unlogged = 0
 
     def _handle(self, data: bytes) -> None:
         for event in parse_events(data):

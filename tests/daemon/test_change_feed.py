@@ -99,6 +99,26 @@ def test_unexplained_then_lost_does_not_distrust():
     assert changes.distrusted is None
 
 
+def test_process_after_lost_events_never_distrusts():
+    changes = started_log()
+    changes.lost()
+    assert changes.take([1, 10, 11]) is None
+    # Pid 12 started while events were still being dropped, after that listing.
+    assert changes.take([1, 10, 11, 12]) == set()
+    assert changes.take([1, 10, 11, 12]) == set()
+    assert changes.distrusted is None
+
+
+def test_unexplained_process_counts_again_after_grace():
+    changes = started_log()
+    changes.lost()
+    assert changes.take([1, 10, 11]) is None
+    assert changes.take([1, 10, 11]) == set()
+    assert changes.take([1, 10, 11, 12]) is None
+    assert changes.take([1, 10, 11, 12]) is None
+    assert changes.distrusted is not None
+
+
 def test_full_log_reads_everything(monkeypatch):
     monkeypatch.setattr(change_feed, "MAX_RECORDED", 3)
     changes = started_log()

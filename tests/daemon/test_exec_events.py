@@ -258,9 +258,19 @@ def test_lost_events_trigger(monkeypatch):
     watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock)
 
     sock.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
-    run_for(watcher, clock, 1)
-    assert len(triggers) == 1
-    assert watcher.lost_event_bursts == 1
+    with structlog.testing.capture_logs() as logs:
+        run_for(watcher, clock, 1)
+        assert len(triggers) == 1
+        assert watcher.lost_event_bursts == 1
+        # Two more overflows within the minute are counted into the next warning.
+        sock.errors += [OSError(errno.ENOBUFS, "No buffer space available")] * 2
+        run_for(watcher, clock, 1)
+        clock.now += exec_events.LOST_LOG_SECONDS
+        sock.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
+        run_for(watcher, clock, 1)
+    lost = [entry for entry in logs if entry["event"] == "exec_events_lost"]
+    assert [entry["overflows"] for entry in lost] == [1, 3]
+    assert lost[0]["log_level"] == "warning"
 
 
 # The change feed for the process collector
@@ -311,6 +321,31 @@ def test_feed_reads_everything_after_the_watcher_failed(monkeypatch):
         watcher.run()
     assert [entry["event"] for entry in logs] == ["exec_events_failed"]
     assert watcher.changed_since_last_scan([1, 500]) is None
+
+
+def test_scan_draining_during_fire_keeps_the_burst(monkeypatch):
+    clock = FakeClock()
+    sock = ScriptedSocket(clock)
+    triggers: list[float] = []
+    queried: list[int] = []
+    watcher = None
+
+    def matters(pid):
+        queried.append(pid)
+        if pid == 910:
+            # The interval scan in another thread drains the socket while the burst is judged.
+            sock.queue.append(event_message(PROC_EVENT_EXEC, 911, 911))
+            watcher.changed_since_last_scan([1, 910, 911])
+        return False
+
+    watcher = scripted_watcher(sock, lambda: triggers.append(clock.now), matters=matters)
+    monkeypatch.setattr(exec_events, "_parent_pid", lambda pid: 1)
+    sock.queue = [event_message(PROC_EVENT_EXEC, 910, 910)]
+    run_for(watcher, clock, 1)
+    # The exec drained during the first judgement makes a burst of its own.
+    assert queried == [910, 911]
+    assert watcher.skipped_scans == 2
+    assert triggers == []
 
 
 def test_feed_stopped_reads_everything(monkeypatch):
