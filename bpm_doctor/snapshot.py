@@ -17,10 +17,11 @@ a line `#=== <type> [argument]`:
     active-services      `source: ...`, then `BLUEPRINT/SERVICE` lines
     read-errors          `REASON: COUNT`, what the collector could not read
 
-Line breaks inside a process's argv words, cwd, exe or cgroup are written
-as `\\n` and `\\r`, so every value stays on its line. A process's `uid` is
-the owner of its /proc files, as a scan reads it: the effective uid, or 0
-for a process that is not dumpable (proc(5)).
+Control characters inside a process's argv words, cwd, exe, cgroup or kept
+environment values are written as backslash escapes (`\\n`, `\\x1b`), so
+every value stays on its line and none reaches a terminal that shows the
+file. A process's `uid` is the owner of its /proc files, as a scan reads
+it: the effective uid, or 0 for a process that is not dumpable (proc(5)).
 
 Unknown section types and keys are ignored, so older readers accept newer
 files. Every value passes through `bpm_doctor.redact` on the way in and out,
@@ -33,6 +34,7 @@ import os
 import shlex
 
 from bpm_doctor import redact
+from bpm_doctor.controls import escape_controls
 from bpm_doctor.errors import DoctorError, InputError
 from bpm_doctor.model import Listener, PathEntry, Process, Snapshot, Unit
 from bpm_doctor.readfile import read_regular_file, write_text_atomically
@@ -353,12 +355,12 @@ def _render_unit(unit: Unit) -> list[str]:
 
 
 def _one_line(text: str) -> str:
-    """Return text with line breaks written as the two characters `\\n` or `\\r`, so it fits on one line.
+    """Return text with each control character written as a backslash escape, so it fits on one line.
 
     Reading does not undo this: an argv word such as a `bash -c` script
     comes back with a literal backslash and letter in place of each break.
     """
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    return escape_controls(text)
 
 
 def _render_process(process: Process) -> list[str]:
@@ -370,7 +372,7 @@ def _render_process(process: Process) -> list[str]:
     argv = [_one_line(word) for word in redact.redact_argv(process.argv)]
     lines.append(f"argv: {shlex.join(argv)}")
     for name, value in sorted(redact.filter_environment(process.env).items()):
-        lines.append(f"env: {name}={value}")
+        lines.append(f"env: {name}={_one_line(value)}")
     if process.unreadable:
         lines.append(f"unreadable: {' '.join(sorted(process.unreadable))}")
     return lines

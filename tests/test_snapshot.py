@@ -85,6 +85,17 @@ def test_multiline_argv_stays_on_one_line():
     assert parsed.processes[7].cwd == "/srv/odd\\ndir"
 
 
+def test_terminal_escapes_are_written_escaped():
+    host = Snapshot()
+    host.processes[7] = Process(pid=7, ppid=1, argv=["x", "--name=evil\x1b[2J\u202eline"])
+    text = snapshot.render(host)
+    assert "\x1b" not in text
+    assert "\u202e" not in text
+    assert "--name=evil\\x1b[2J\\u202eline" in text
+    parsed = snapshot.parse(text)
+    assert parsed.processes[7].argv == ["x", "--name=evil\\x1b[2J\\u202eline"]
+
+
 def test_duplicate_proc_section_is_rejected():
     with pytest.raises(InputError, match=r"^d.snap:3: duplicate section 'proc 5'"):
         snapshot.parse("#=== proc 5\nppid: 1\n#=== proc 5\nppid: 1\n", "d.snap")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from bpm_doctor.controls import escape_controls  # noqa: F401 - the reports' escaping, used from here
 from bpm_doctor.diagnose.view import HostView
 from bpm_doctor.model import Finding, Severity, Snapshot
 
@@ -32,31 +32,6 @@ class CheckResult:
 
     def count(self, severity: Severity) -> int:
         return sum(1 for finding in self.findings if finding.severity == severity)
-
-
-# C0 and C1 control characters and DEL, and the Unicode line and paragraph
-# separators, which str.splitlines also treats as line breaks. Also the
-# bidirectional marks, embeddings, overrides and isolates, because they can
-# make a terminal show text in another order than it has.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape_controls(text: str) -> str:
-    """Write each control character in `text` as a backslash escape, the way repr() does.
-
-    Backslashes already in the text are kept, so `\\n` in the output can
-    also come from a name that contains a backslash and an n.
-    """
-    return _CONTROL.sub(_escape_one, text)
-
-
-def _escape_one(match: re.Match) -> str:
-    char = match.group()
-    if char in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def printable(text: str) -> str:
