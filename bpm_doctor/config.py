@@ -100,7 +100,19 @@ def load(path: str, required: bool = True) -> Config:
         raise ConfigError([f"{path}: cannot read configuration: {error.strerror}"]) from error
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError([f"{path}: cannot read configuration: larger than {MAX_CONFIG_BYTES // 1024} KiB"])
-    return parse(raw.decode("utf-8", errors="replace"), path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError([_not_utf8(path, raw, error.start)]) from None
+    return parse(text, path)
+
+
+def _not_utf8(path: str, raw: bytes, offset: int) -> str:
+    """Describe the first byte that is not UTF-8; TOML files must be UTF-8 (TOML 1.0, "Spec")."""
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return (f"{path}:{line}: invalid TOML: byte 0x{raw[offset]:02x} at column {column} is not UTF-8; "
+            "save the file as UTF-8")
 
 
 def parse(text: str, path: str = "<config>") -> Config:
