@@ -132,6 +132,7 @@ class Daemon:
         Set `stop_reason` (such as "SIGTERM") before setting `stop` to have it logged.
         """
         unavailable = self._start_exec_events() if self.exec_events else None
+        self.scanner.exec_events_status = self._exec_events_status
         self._logger.info(
             "serve_started", listen=self.address, interval_seconds=self.interval_seconds,
             watchdog_seconds=self.watchdog_seconds, version=__version__, notify=self.notifier.enabled,
@@ -163,6 +164,15 @@ class Daemon:
         self.scanner.process_cache.change_feed = self.exec_watcher
         self.exec_watcher.start()
         return None
+
+    def _exec_events_status(self) -> tuple[str, int]:
+        """Return the state of process events for the metrics (on, unverified or off) and the overflows."""
+        watcher = self.exec_watcher
+        if watcher is None or watcher.failed:
+            return "off", watcher.lost_event_bursts if watcher is not None else 0
+        if watcher.changes.distrusted is not None:
+            return "unverified", watcher.lost_event_bursts
+        return "on", watcher.lost_event_bursts
 
     def _scan(self):
         """Scan once under the scan lock and send STATUS=; returns the new state."""

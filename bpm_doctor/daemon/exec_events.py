@@ -278,6 +278,11 @@ class ExecWatcher(threading.Thread):
         self._own_pid = os.getpid()
         self._logger = log.get_logger()
 
+    @property
+    def failed(self) -> bool:
+        """True once the thread ended on an error or was stopped; scans then read every process."""
+        return self._failed
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread, then unsubscribe and close the socket."""
         self._stop_event.set()

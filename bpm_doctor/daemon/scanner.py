@@ -84,6 +84,8 @@ class Scanner:
         self._consecutive_failures = 0
         self._event_budget = events.EventBudget(monotonic=monotonic)
         self._logger = log.get_logger()
+        # Set by the daemon: returns (state, overflows) of its process events for the exported state.
+        self.exec_events_status: Callable[[], tuple[str, int]] | None = None
 
     def scan(self) -> ScanState:
         """Scan once and return the new state; the state is replaced in one assignment."""
@@ -108,6 +110,7 @@ class Scanner:
             duration_seconds=duration,
             scans_total=self.state.scans_total + 1,
             scan_failures_total=self.state.scan_failures_total + 1,
+            **self._exec_events_fields(),
         )
         if self._consecutive_failures == 1:
             self._logger.error("scan_failed", error=describe_error(error),
@@ -137,7 +140,16 @@ class Scanner:
             scans_total=self.state.scans_total + 1,
             scan_failures_total=self.state.scan_failures_total,
             check_failures_total=self.state.check_failures_total + failures,
+            **self._exec_events_fields(),
         )
+
+    def _exec_events_fields(self) -> dict:
+        """Return the ScanState fields about process events; none without a daemon to report them."""
+        if self.exec_events_status is None:
+            return {}
+        state, overflows = self.exec_events_status()
+        return {"exec_events": state, "exec_events_lost_total": overflows,
+                "processes_unread": self.process_cache.unread}
 
     def exec_matters(self, pid: int) -> bool:
         """Return True when a process that just exec'd could change the findings; safe from any thread.

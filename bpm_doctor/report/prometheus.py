@@ -142,7 +142,20 @@ METRICS = (
     MetricSpec("stale_references", "gauge",
                "Leftover units, files, sockets and directories named by stale-reference findings, by "
                "finding id." + _CACHED, ("kind",)),
+    MetricSpec("exec_events", "gauge",
+               "Kernel process events in the daemon, one series per state set to 1: on (a scan follows an "
+               "exec that could matter, and scans read only the processes that changed), unverified "
+               "(processes appeared without fork events, so every scan reads every process), off (not "
+               "subscribed: no CAP_NET_ADMIN, --no-exec-events, or the listener failed).", ("state",)),
+    MetricSpec("exec_events_lost", "counter",
+               "Overflows of the process event socket; events were lost and the next scan read every process."),
+    MetricSpec("scan_processes_unread", "gauge",
+               "Processes the last scan took from its cache without reading them, because process events "
+               "showed no change."),
 )
+
+# The states of bpm_doctor_exec_events.
+EXEC_EVENT_STATES = ("on", "unverified", "off")
 
 
 @dataclass(frozen=True)
@@ -161,6 +174,11 @@ class ScanState:
     scans_total: int = 0
     scan_failures_total: int = 0
     check_failures_total: int = 0
+    # Set by the daemon only: a state of EXEC_EVENT_STATES, the overflow
+    # count and the processes the last scan did not read.
+    exec_events: str | None = None
+    exec_events_lost_total: int = 0
+    processes_unread: int = 0
 
 
 def check_failures(result: CheckResult) -> int:
@@ -222,6 +240,11 @@ class DoctorCollector:
         if state.duration_seconds is not None:
             families["scan_duration_seconds"].add_metric([], state.duration_seconds)
         families["last_scan_success_timestamp_seconds"].add_metric([], state.last_success_timestamp_seconds or 0)
+        if state.exec_events is not None:
+            for name in EXEC_EVENT_STATES:
+                families["exec_events"].add_metric([name], 1 if state.exec_events == name else 0)
+            families["exec_events_lost"].add_metric([], state.exec_events_lost_total)
+            families["scan_processes_unread"].add_metric([], state.processes_unread)
 
     def _add_host_metrics(self, families: dict, result: CheckResult) -> None:
         config = self._config

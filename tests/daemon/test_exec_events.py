@@ -392,20 +392,28 @@ def test_daemon_logs_unavailable_once(monkeypatch):
     unavailable = next(entry for entry in logs if entry["event"] == "exec_events_unavailable")
     assert unavailable["reason"] == "EPERM: needs CAP_NET_ADMIN"
     assert unavailable["log_level"] == "info"
+    assert daemon.scanner.state.exec_events == "off"
 
 
 # The daemon end to end
 
 
-def hand_run_count(address: str) -> float:
+def scraped_samples(address: str) -> list:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
         text = response.read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "bpm_doctor_findings" and sample.labels.get("id") == "hand-run-instance":
-                total += sample.value
-    return total
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def hand_run_count(address: str) -> float:
+    return sum(sample.value for sample in scraped_samples(address)
+               if sample.name == "bpm_doctor_findings" and sample.labels.get("id") == "hand-run-instance")
+
+
+def metric_value(address: str, name: str, **labels) -> float | None:
+    for sample in scraped_samples(address):
+        if sample.name == name and sample.labels == labels:
+            return sample.value
+    return None
 
 
 def wait_for(condition, timeout: float, description: str):
@@ -455,6 +463,7 @@ def test_exec_event_updates_metrics(tmp_path):
         assert hand_run_count(address) >= 1
         # The interval is 60 s and the first scan is done, so only the exec event explains the change.
         assert delay < 2.0
+        assert metric_value(address, "bpm_doctor_exec_events", state="on") == 1
 
         instance.kill()
         instance.wait()

@@ -192,6 +192,20 @@ def test_operator_info_only_when_configured():
     assert value(with_operator, "bpm_doctor_operator_info", operator_address=OPERATOR) == 1
 
 
+def test_exec_event_series_only_from_the_daemon():
+    result = case_result("R02-healthy-tree")
+    one_shot = samples(render(result))
+    assert series_of(one_shot, "bpm_doctor_exec_events") == {}
+    assert value(one_shot, "bpm_doctor_scan_processes_unread") is None
+
+    daemon = samples(render(result, exec_events="unverified", exec_events_lost_total=3, processes_unread=0))
+    assert value(daemon, "bpm_doctor_exec_events", state="unverified") == 1
+    assert value(daemon, "bpm_doctor_exec_events", state="on") == 0
+    assert value(daemon, "bpm_doctor_exec_events", state="off") == 0
+    assert value(daemon, "bpm_doctor_exec_events_lost_total") == 3
+    assert value(daemon, "bpm_doctor_scan_processes_unread") == 0
+
+
 def test_before_the_first_scan_only_self_metrics():
     found = samples(render(None))
     names = {name for name, _labels in found}
