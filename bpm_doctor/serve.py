@@ -160,7 +160,7 @@ class Daemon:
             sock, self._scan_after_event, watched_pids=self.scanner.watched_pids,
             on_exec=self.scanner.process_cache.forget, matters=self.scanner.exec_matters,
         )
-        # From now on a scan reads only the processes that the events say changed.
+        # From now on a scan reads only the processes that the events report changed.
         self.scanner.process_cache.change_feed = self.exec_watcher
         self.exec_watcher.start()
         return None
