@@ -20,16 +20,20 @@ The log vouches for a scan only when it can check that events are arriving:
   its fork event is queued. So the process counts as unexplained only when
   the event is still missing at the next scan. From then on the log never
   vouches again;
+- not after a listing of /proc that came back empty, because the listing
+  failed;
 - not on every `full_pass_scans`-th scan. The connector drops an event
   without telling anyone when the kernel cannot allocate the message
-  (cn_netlink_send_mult in drivers/connector/connector.c returns -ENOMEM),
-  and nothing reports a move to another process group. A regular full
-  pass bounds how long such a miss can last.
+  (cn_netlink_send_mult in drivers/connector/connector.c returns -ENOMEM).
+  Some changes send no event at all: setpgid(2), and prctl(PR_SET_MM),
+  with which a process holding CAP_SYS_RESOURCE can point its argv and
+  environment elsewhere. A regular full pass bounds how long such a
+  miss can last.
 """
 
 from __future__ import annotations
 
-# Every this many scans, every known process is read again, whatever the events reported.
+# One scan in this many reads every known process, whatever the events reported.
 FULL_PASS_SCANS = 10
 # Past this many processes recorded between two scans, the log stops
 # recording and the next scan reads everything, which costs less memory
@@ -38,7 +42,7 @@ MAX_RECORDED = 65536
 
 
 class EventChangeLog:
-    """The processes reported by process events since the last scan; not thread-safe on its own."""
+    """The processes reported by process events since the last scan. Not thread-safe on its own."""
 
     def __init__(self, full_pass_scans: int = FULL_PASS_SCANS):
         self.full_pass_scans = full_pass_scans
@@ -81,6 +85,12 @@ class EventChangeLog:
         now were recorded.
         """
         current = set(pids)
+        if not current:
+            # A listing of /proc that failed (EMFILE, ENOMEM) shows no
+            # process at all. Held against the next listing, every pid
+            # would look new, so the last good listing stays the reference.
+            self._lost = True
+            return None
         changed, self._changed = self._changed, set()
         # A fork recorded just before the previous listing may belong to a
         # pid that the listing missed, so forks are kept for two scans.

@@ -313,7 +313,13 @@ class ExecWatcher(threading.Thread):
         with self._socket_lock:
             if self._failed:
                 return None
-            self._drain()
+            try:
+                self._drain()
+            except OSError as error:
+                self._failed = True
+                self._logger.error("exec_events_failed", error=f"{type(error).__name__}: {error}",
+                                   fallback="interval scans only")
+                return None
             was_trusted = self.changes.distrusted is None
             changed = self.changes.take(pids)
         if was_trusted and self.changes.distrusted is not None:
@@ -376,9 +382,17 @@ class ExecWatcher(threading.Thread):
         if self._lost_logged_at is not None and now - self._lost_logged_at < LOST_LOG_SECONDS:
             return
         self._logger.warning("exec_events_lost", overflows=self._lost_unlogged,
-                             receive_buffer_bytes=RECEIVE_BUFFER_BYTES, fallback="the next scan reads every process")
+                             receive_buffer_bytes=self._receive_buffer_bytes(),
+                             fallback="the next scan reads every process")
         self._lost_logged_at = now
         self._lost_unlogged = 0
+
+    def _receive_buffer_bytes(self) -> int | None:
+        """Return the socket's receive buffer as the kernel sized it (socket(7): twice the size requested)."""
+        try:
+            return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except (OSError, AttributeError):
+            return None
 
     def _handle(self, data: bytes) -> None:
         for event in parse_events(data):

@@ -119,6 +119,15 @@ def test_unexplained_process_counts_again_after_grace():
     assert changes.distrusted is not None
 
 
+def test_failed_listing_reads_everything_without_distrust():
+    changes = started_log()
+    assert changes.take([]) is None
+    # The next listing is compared with the last good one, not with the empty one.
+    assert changes.take([1, 10, 11]) is None
+    assert changes.take([1, 10, 11]) == set()
+    assert changes.distrusted is None
+
+
 def test_full_log_reads_everything(monkeypatch):
     monkeypatch.setattr(change_feed, "MAX_RECORDED", 3)
     changes = started_log()

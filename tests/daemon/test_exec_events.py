@@ -333,7 +333,8 @@ def test_scan_draining_during_fire_keeps_the_burst(monkeypatch):
     def matters(pid):
         queried.append(pid)
         if pid == 910:
-            # The interval scan in another thread drains the socket while the burst is judged.
+            # A drain while the burst is judged, as an interval scan in another thread may do.
+            # Called from this thread, it checks that the burst was taken out first, not the lock.
             sock.queue.append(event_message(PROC_EVENT_EXEC, 911, 911))
             watcher.changed_since_last_scan([1, 910, 911])
         return False
@@ -346,6 +347,16 @@ def test_scan_draining_during_fire_keeps_the_burst(monkeypatch):
     assert queried == [910, 911]
     assert watcher.skipped_scans == 2
     assert triggers == []
+
+
+def test_feed_socket_error_during_scan_reads_everything(monkeypatch):
+    watcher, sock = feed_for(monkeypatch)
+    sock.errors.append(OSError(errno.EBADF, "Bad file descriptor"))
+    with structlog.testing.capture_logs() as logs:
+        assert watcher.changed_since_last_scan([1, 500]) is None
+    assert [entry["event"] for entry in logs] == ["exec_events_failed"]
+    assert watcher.failed
+    assert watcher.changed_since_last_scan([1, 500]) is None
 
 
 def test_feed_stopped_reads_everything(monkeypatch):
