@@ -54,7 +54,8 @@ _ENCODING_ERRORS = sys.getfilesystemencodeerrors()
 _MAX_READ_ATTEMPTS = 3
 # Zombie and dead: the process has exited and is not reported.
 _EXITED_STATES = (b"Z", b"X")
-# After a failed cgroup hierarchy walk, this many scans read /proc/PID/cgroup instead.
+# After a failed cgroup hierarchy walk, this many scans read /proc/PID/cgroup
+# instead; a walk skipped for a host with many cgroups is retried as often.
 _HIERARCHY_RETRY_SCANS = 20
 
 
@@ -125,7 +126,7 @@ class _Entry(NamedTuple):
 
 
 class ChangeFeed(Protocol):
-    """Tells a scan which processes may have changed since the previous scan."""
+    """A source of the processes that may have changed since the previous scan, such as process events."""
 
     def changed_since_last_scan(self, pids: list[int]) -> set[int] | None:
         """Return the pids that forked, exec'd, exited or changed identity since the last call.
@@ -176,6 +177,8 @@ class ProcessCache:
         # cgroup directories read by the last hierarchy walk; 0 before the first.
         self.cgroup_directories = 0
         self._hierarchy_pause = 0
+        # Scans since the last walk that skipped it because the host had too many cgroups.
+        self._walks_skipped = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -204,7 +207,14 @@ def collect_processes(snapshot: Snapshot, proc_root: str = "/proc", cache: Proce
     if cache is None:
         cache = ProcessCache()
     with _garbage_collector_paused():
-        _collect_processes(snapshot, proc_root, cache, keep_entries)
+        try:
+            _collect_processes(snapshot, proc_root, cache, keep_entries)
+        except BaseException:
+            # The change feed has handed over its changes, and the entries
+            # they concern were not brought up to date, so the next scan
+            # reads every process afresh.
+            cache._entries = {}
+            raise
 
 
 @contextlib.contextmanager
@@ -290,11 +300,15 @@ def _known_cgroups(cache: ProcessCache, proc_root: str, process_count: int) -> _
     """Walk the cgroup hierarchies when that is cheaper than one /proc/PID/cgroup read per process.
 
     It is when the host has at most half as many cgroups as processes. The
-    cgroup count comes from the previous walk, so the first scan walks. A
-    failed walk pauses the walks for _HIERARCHY_RETRY_SCANS scans.
+    cgroup count comes from the previous walk, so the first scan walks, and
+    every _HIERARCHY_RETRY_SCANS-th scan walks again to count anew. A failed
+    walk pauses the walks for _HIERARCHY_RETRY_SCANS scans.
     """
     if cache.cgroup_directories * 2 > process_count:
-        return _NO_CGROUPS
+        cache._walks_skipped += 1
+        if cache._walks_skipped < _HIERARCHY_RETRY_SCANS:
+            return _NO_CGROUPS
+    cache._walks_skipped = 0
     if cache._hierarchy_pause:
         cache._hierarchy_pause -= 1
         return _NO_CGROUPS

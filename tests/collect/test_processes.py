@@ -537,6 +537,63 @@ def test_parentage_read_by_stat_is_kept_for_unread_scans(tmp_path):
     assert unread.processes[601].ppid == 1
 
 
+def test_skipped_walk_is_retried(tmp_path):
+    members = list(range(600, 608))
+    fake = walked_fake(tmp_path, members)
+    extra = [tmp_path / "cgroup" / f"transient-{number}" for number in range(10)]
+    for directory in extra:
+        directory.mkdir()
+        (directory / "cgroup.procs").write_text("")
+    cache = ProcessCache()
+    scan(fake, cache)
+    assert cache.cgroup_directories == 13
+    for directory in extra:
+        (directory / "cgroup.procs").unlink()
+        directory.rmdir()
+    for _scan in range(processes._HIERARCHY_RETRY_SCANS - 1):
+        scan(fake, cache)
+    # Thirteen directories for eight processes: the walks were skipped, and the count is stale.
+    assert cache.cgroup_directories == 13
+    scan(fake, cache)
+    assert cache.cgroup_directories == 3
+
+
+def test_failed_scan_empties_the_cache(tmp_path, monkeypatch):
+    members = list(range(600, 608))
+    fake = walked_fake(tmp_path, members)
+    cache = ProcessCache()
+    cache.change_feed = ScriptedFeed([None, {600}, set()])
+    scan(fake, cache)
+
+    def broken(*_args, **_kwargs):
+        raise MemoryError
+
+    # The feed hands over pid 600's exit, then the scan fails before it is used.
+    with monkeypatch.context() as patch:
+        patch.setattr(processes, "_reuse_entry", broken)
+        with pytest.raises(MemoryError):
+            scan(fake, cache)
+    assert len(cache) == 0
+    fake.remove(600)
+    fake.write_stat(FakeProcess(pid=601, ppid=1))
+    assert scan(fake, cache).processes[601].ppid == 1
+
+
+def test_process_missing_from_walk_is_read(tmp_path):
+    members = list(range(600, 608))
+    fake = walked_fake(tmp_path, members)
+    cache = ProcessCache()
+    cache.change_feed = ScriptedFeed([None, set()])
+    scan(fake, cache)
+    # Pid 607 moved to another cgroup while the walk ran: no member list had it.
+    (tmp_path / "cgroup" / "system.slice" / "b.service" / "cgroup.procs").write_text(
+        "".join(f"{pid}\n" for pid in members[:-1]))
+    fake.add(FakeProcess(pid=607, ppid=600, cgroup="0::/system.slice/c.service\n"))
+    warm = scan(fake, cache)
+    assert cache.unread == 7
+    assert warm.processes[607].cgroup == "/system.slice/c.service"
+
+
 def test_feed_not_used_without_a_hierarchy_walk(fake):
     for pid in (600, 601):
         fake.add(FakeProcess(pid=pid, ppid=600 if pid == 601 else 1))
