@@ -18,9 +18,11 @@ a line `#=== <type> [argument]`:
     read-errors          `REASON: COUNT`, what the collector could not read
 
 Control characters inside a process's argv words, cwd, exe, cgroup or kept
-environment values are written as backslash escapes (`\\n`, `\\x1b`), so
-every value stays on its line and none reaches a terminal that shows the
-file. A process's `uid` is the owner of its /proc files, as a scan reads
+environment values, a journal message or a path are written as backslash
+escapes (`\\n`, `\\x1b`), so every value stays on its line and none
+reaches a terminal that shows the file. A line of a file, journal or
+crontab section that starts with `#===` is written with a leading space,
+so that it cannot start a section. A process's `uid` is the owner of its /proc files, as a scan reads
 it: the effective uid, or 0 for a process that is not dumpable (proc(5)).
 
 Unknown section types and keys are ignored, so older readers accept newer
@@ -304,8 +306,7 @@ def render(snapshot: Snapshot, header: str = "") -> str:
     for file_path in sorted(snapshot.files):
         out.append(f"{SECTION_MARK} file {file_path}")
         content = redact.redact_file_text(file_path, snapshot.files[file_path])
-        # A content line that starts with the section mark would start a new section.
-        out.extend(line if not line.startswith(SECTION_MARK) else " " + line for line in content.split("\n"))
+        out.extend(_body_line(line) for line in content.split("\n"))
     for pid in sorted(snapshot.processes):
         out.extend(_render_process(snapshot.processes[pid]))
     if snapshot.listeners is not None:
@@ -315,16 +316,16 @@ def render(snapshot: Snapshot, header: str = "") -> str:
             out.append(f"{listener.protocol} {listener.address}{owner}")
     for unit_name in sorted(snapshot.journals):
         out.append(f"{SECTION_MARK} journal {unit_name}")
-        out.extend(redact.redact_free_text(line) for line in snapshot.journals[unit_name])
+        out.extend(_body_line(_one_line(redact.redact_free_text(line))) for line in snapshot.journals[unit_name])
     if snapshot.paths:
         out.append(f"{SECTION_MARK} paths")
         for entry_path in sorted(snapshot.paths):
             entry = snapshot.paths[entry_path]
             attrs = "".join(f" {key}={value}" for key, value in sorted(entry.attrs.items()))
-            out.append(f"{entry.kind} {entry.path}{attrs}")
+            out.append(f"{entry.kind} {_one_line(entry.path)}{attrs}")
     for user in sorted(snapshot.crontabs):
         out.append(f"{SECTION_MARK} crontab {user}")
-        out.extend(redact.redact_free_text(line) for line in snapshot.crontabs[user].split("\n"))
+        out.extend(_body_line(redact.redact_free_text(line)) for line in snapshot.crontabs[user].split("\n"))
     if snapshot.global_environment is not None:
         out.append(f"{SECTION_MARK} show-environment")
         for name, value in sorted(snapshot.global_environment.items()):
@@ -352,6 +353,16 @@ def _render_unit(unit: Unit) -> list[str]:
     if unit.dropins:
         lines.append(f"dropins: {' '.join(unit.dropins)}")
     return lines
+
+
+def _body_line(line: str) -> str:
+    """Return a line of a file, journal or crontab section that cannot start a section of its own.
+
+    A line that starts with the section mark gets a leading space, which
+    reading keeps. Control characters are left alone: a crontab separates
+    its fields with tabs.
+    """
+    return " " + line if line.startswith(SECTION_MARK) else line
 
 
 def _one_line(text: str) -> str:

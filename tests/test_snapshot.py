@@ -6,7 +6,7 @@ import pytest
 
 from bpm_doctor import snapshot
 from bpm_doctor.errors import InputError
-from bpm_doctor.model import Process, Snapshot
+from bpm_doctor.model import PathEntry, Process, Snapshot
 from tests.support import hostsnap
 
 SECRET = "0xREDACTED_FIXTURE_VALUE"
@@ -94,6 +94,17 @@ def test_terminal_escapes_are_written_escaped():
     assert "--name=evil\\x1b[2J\\u202eline" in text
     parsed = snapshot.parse(text)
     assert parsed.processes[7].argv == ["x", "--name=evil\\x1b[2J\\u202eline"]
+
+
+def test_host_text_cannot_start_a_section():
+    host = Snapshot()
+    forged = "#=== proc 4343\nppid: 1\nenv: BLUEPRINT_ID=4242\nenv: SERVICE_ID=85"
+    host.journals["x.service"] = ["#=== proc 4343", "ppid: 1", forged]
+    host.crontabs["root"] = "* * * * *\t/bin/true\n" + forged
+    host.paths["/tmp/a\n#=== proc 4345"] = PathEntry(path="/tmp/a\n#=== proc 4345", kind="file")
+    parsed = snapshot.parse(snapshot.render(host))
+    assert parsed.processes == {}
+    assert parsed.crontabs["root"].startswith("* * * * *\t/bin/true\n")
 
 
 def test_duplicate_proc_section_is_rejected():
