@@ -20,7 +20,6 @@ def test_required_missing_file_is_an_error(tmp_path):
     assert "configuration file not found" in caught.value.errors[0]
 
 
-
 def test_not_utf8_names_line_and_column(tmp_path):
     path = tmp_path / "latin1.toml"
     path.write_bytes(b'role = "operator-host"\n# caf\xe9\n')
@@ -28,6 +27,7 @@ def test_not_utf8_names_line_and_column(tmp_path):
         config.load(str(path))
     assert caught.value.errors == [f"{path}:2: invalid TOML: byte 0xe9 at column 6 is not UTF-8; "
                                      "save the file as UTF-8"]
+
 
 def test_full_configuration_parses():
     text = '''role = "remote-target"

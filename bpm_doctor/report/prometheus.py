@@ -144,7 +144,7 @@ METRICS = (
                "finding id." + _CACHED, ("kind",)),
     MetricSpec("exec_events", "gauge",
                "Kernel process events in the daemon, one series per state set to 1: on (a scan follows an "
-               "exec that could matter, and scans read only the processes that changed), unverified "
+               "exec that could matter, and scans may skip processes that did not change), unverified "
                "(processes appeared without fork events, so every scan reads every process), off (not "
                "subscribed: no CAP_NET_ADMIN, --no-exec-events, or the listener failed).", ("state",)),
     MetricSpec("exec_events_lost", "counter",
