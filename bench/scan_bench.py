@@ -307,7 +307,7 @@ def event_fed_cache() -> tuple[ProcessCache, exec_events.ExecWatcher] | None:
     """Return a process cache fed by its own proc connector subscription, as the daemon's; None without one.
 
     The watcher's thread is not started: each scan reads the queued events
-    itself when it asks for changes.
+    itself when it calls changed_since_last_scan.
     """
     try:
         sock = exec_events.open_listener()

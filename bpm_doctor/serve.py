@@ -168,11 +168,15 @@ class Daemon:
     def _exec_events_status(self) -> tuple[str, int]:
         """Return the state of process events for the metrics (on, unverified or off) and the overflows."""
         watcher = self.exec_watcher
-        if watcher is None or watcher.failed:
-            return "off", watcher.lost_event_bursts if watcher is not None else 0
-        if watcher.changes.distrusted is not None:
-            return "unverified", watcher.lost_event_bursts
-        return "on", watcher.lost_event_bursts
+        if watcher is None:
+            return "off", 0
+        if watcher.failed:
+            state = "off"
+        elif watcher.changes.distrusted is not None:
+            state = "unverified"
+        else:
+            state = "on"
+        return state, watcher.lost_event_bursts
 
     def _scan(self):
         """Scan once under the scan lock and send STATUS=; returns the new state."""

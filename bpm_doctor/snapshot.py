@@ -22,8 +22,9 @@ environment values, a journal message or a path are written as backslash
 escapes (`\\n`, `\\x1b`), so every value stays on its line and none
 reaches a terminal that shows the file. A line of a file, journal or
 crontab section that starts with `#===` is written with a leading space,
-so that it cannot start a section. A process's `uid` is the owner of its /proc files, as a scan reads
-it: the effective uid, or 0 for a process that is not dumpable (proc(5)).
+so that it cannot start a section. A process's `uid` is the owner of its
+/proc files, as a scan reads it: the effective uid, or 0 for a process
+that is not dumpable (proc(5)).
 
 Unknown section types and keys are ignored, so older readers accept newer
 files. Every value passes through `bpm_doctor.redact` on the way in and out,

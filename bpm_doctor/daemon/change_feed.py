@@ -59,16 +59,17 @@ class EventChangeLog:
 
     def forked(self, tgid: int) -> None:
         """Record a new process (not a new thread)."""
-        if self._room():
+        if self._room_left():
             self._forked.add(tgid)
             self._changed.add(tgid)
 
     def changed(self, tgid: int) -> None:
         """Record an exec, exit or change of identity of a process."""
-        if self._room():
+        if self._room_left():
             self._changed.add(tgid)
 
-    def _room(self) -> bool:
+    def _room_left(self) -> bool:
+        """Return True while the log may grow. Once it is full, count the events as lost."""
         if len(self._changed) < MAX_RECORDED and len(self._forked) < MAX_RECORDED:
             return True
         self._lost = True

@@ -280,7 +280,7 @@ class ExecWatcher(threading.Thread):
 
     @property
     def failed(self) -> bool:
-        """True once the thread ended on an error or was stopped; scans then read every process."""
+        """Whether the thread ended on an error or was stopped. Scans then read every process."""
         return self._failed
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -301,8 +301,7 @@ class ExecWatcher(threading.Thread):
         except Exception as error:  # noqa: BLE001 - polling goes on; the reason is logged once
             self._failed = True
             if not self._stop_event.is_set():
-                self._logger.error("exec_events_failed", error=f"{type(error).__name__}: {error}",
-                                   fallback="interval scans only")
+                self._log_failure(error)
 
     def changed_since_last_scan(self, pids: list[int]) -> set[int] | None:
         """Return the processes that changed since the last call, for the process collector; None to read all.
@@ -317,8 +316,7 @@ class ExecWatcher(threading.Thread):
                 self._drain()
             except OSError as error:
                 self._failed = True
-                self._logger.error("exec_events_failed", error=f"{type(error).__name__}: {error}",
-                                   fallback="interval scans only")
+                self._log_failure(error)
                 return None
             was_trusted = self.changes.distrusted is None
             changed = self.changes.take(pids)
@@ -326,6 +324,10 @@ class ExecWatcher(threading.Thread):
             self._logger.warning("exec_events_unverified", reason=self.changes.distrusted,
                                  fallback="every process is read each scan")
         return changed
+
+    def _log_failure(self, error: Exception) -> None:
+        self._logger.error("exec_events_failed", error=f"{type(error).__name__}: {error}",
+                           fallback="interval scans only")
 
     def _fire(self) -> None:
         """Scan when the burst left a process that matters or a watched pid exited; otherwise skip."""
@@ -391,7 +393,7 @@ class ExecWatcher(threading.Thread):
         """Return the socket's receive buffer as the kernel sized it (socket(7): twice the size requested)."""
         try:
             return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        except (OSError, AttributeError):
+        except OSError:
             return None
 
     def _handle(self, data: bytes) -> None:

@@ -389,7 +389,7 @@ def test_hierarchy_map_drops_pid_seen_twice(tmp_path):
     assert 400 not in walked.paths
 
 
-def test_hierarchy_map_drops_pid_listed_twice_in_one_cgroup(tmp_path):
+def test_hierarchy_map_drops_duplicate_member(tmp_path):
     own = os.getpid()
     mountinfo = cgroup_tree(tmp_path, {"/": [own, 400, 401, 400]})
     fake = FakeProc(tmp_path / "proc", mountinfo=mountinfo)
@@ -461,7 +461,7 @@ def test_warm_scan_uses_hierarchy_map(tmp_path, monkeypatch):
 
 
 class ScriptedFeed:
-    """A change feed that answers each scan from a list: a set of changed pids, or None."""
+    """A change feed that returns the next item of a list for each scan: a set of changed pids, or None."""
 
     def __init__(self, answers):
         self.answers = list(answers)
@@ -524,7 +524,7 @@ def test_children_of_an_exited_parent_are_read_again(tmp_path):
     assert cache.unread == 0
 
 
-def test_parentage_read_by_stat_is_kept_for_unread_scans(tmp_path):
+def test_unread_scan_keeps_fresh_parentage(tmp_path):
     members = list(range(600, 608))
     fake = walked_fake(tmp_path, members)
     cache = ProcessCache()

@@ -119,7 +119,7 @@ class FakeClock:
 class ScriptedSocket:
     """A non-blocking socket that hands out queued datagrams, then queued errors, then EAGAIN.
 
-    `wait_readable` stands in for select(): with nothing queued it lets the
+    `wait_readable` replaces select(): with nothing queued it lets the
     whole timeout pass on the fake clock.
     """
 
@@ -140,11 +140,19 @@ class ScriptedSocket:
             raise self.errors.pop(0)
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
+    def getsockopt(self, _level, _option):
+        return 8 << 20
+
     def wait_readable(self, timeout: float) -> bool:
         if self.queue or self.errors:
             return True
         self.clock.now += timeout
         return False
+
+
+def overflow() -> OSError:
+    """Return the error recv raises after the receive buffer overflowed."""
+    return OSError(errno.ENOBUFS, "No buffer space available")
 
 
 def scripted_watcher(sock: ScriptedSocket, trigger, **kwargs) -> ExecWatcher:
@@ -257,16 +265,16 @@ def test_lost_events_trigger(monkeypatch):
     clock = FakeClock()
     watcher, sock, triggers, _forgotten = watcher_for(monkeypatch, clock)
 
-    sock.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
+    sock.errors.append(overflow())
     with structlog.testing.capture_logs() as logs:
         run_for(watcher, clock, 1)
         assert len(triggers) == 1
         assert watcher.lost_event_bursts == 1
         # Two more overflows within the minute are counted into the next warning.
-        sock.errors += [OSError(errno.ENOBUFS, "No buffer space available")] * 2
+        sock.errors += [overflow(), overflow()]
         run_for(watcher, clock, 1)
         clock.now += exec_events.LOST_LOG_SECONDS
-        sock.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
+        sock.errors.append(overflow())
         run_for(watcher, clock, 1)
     lost = [entry for entry in logs if entry["event"] == "exec_events_lost"]
     assert [entry["overflows"] for entry in lost] == [1, 3]
@@ -298,7 +306,7 @@ def test_feed_names_forked_execd_and_exited_processes(monkeypatch):
 
 def test_feed_reads_everything_after_lost_events(monkeypatch):
     watcher, sock = feed_for(monkeypatch)
-    sock.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
+    sock.errors.append(overflow())
     assert watcher.changed_since_last_scan([1, 500]) is None
     assert watcher.changed_since_last_scan([1, 500]) == set()
 
@@ -534,7 +542,7 @@ def test_exec_that_cannot_matter_skipped(monkeypatch):
 
 
 @pytest.mark.live
-def test_scans_fed_by_real_events_see_exec_and_reparenting():
+def test_event_fed_scans_see_exec_and_reparenting():
     tools.require_proc_connector()
     watcher = ExecWatcher(exec_events.open_listener(), trigger=lambda: None)
     cache = ProcessCache()
